@@ -1,0 +1,33 @@
+"""unf-lopt: learned optimizers built from universal neural functionals."""
+
+from unf_lopt.basis import bell_number, compile_plan, num_basis_terms, valid_partitions
+from unf_lopt.layers import (DeepSetLinear, InvariantPool, NFNLinear, UNFLinear,
+                             invariant_pool, pointwise)
+from unf_lopt.spec import (FIXED, SpecError, attention_spec, conv_spec, dense_spec,
+                           embed_spec, layer_norm_spec, mlp_spec, recurrent_cell_spec,
+                           validate_spec)
+
+__all__ = [
+    "FIXED",
+    "DeepSetLinear",
+    "InvariantPool",
+    "NFNLinear",
+    "SpecError",
+    "UNFLinear",
+    "attention_spec",
+    "bell_number",
+    "compile_plan",
+    "conv_spec",
+    "dense_spec",
+    "embed_spec",
+    "invariant_pool",
+    "layer_norm_spec",
+    "mlp_spec",
+    "num_basis_terms",
+    "pointwise",
+    "recurrent_cell_spec",
+    "valid_partitions",
+    "validate_spec",
+]
+
+__version__ = "0.1.0"

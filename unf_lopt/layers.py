@@ -1,0 +1,356 @@
+"""Layers over weight spaces: UNF, DeepSet and NFN (NP) linear maps, pooling.
+
+Every layer takes ``(features, spec)``: ``features`` mirrors the parameter
+pytree with a trailing channel axis (each leaf ``[*shape, C]``) and ``spec`` is
+its weight-space specification (see :mod:`unf_lopt.spec`). Fixed axes
+(``None``) are folded into channels, so a layer may mix them freely.
+
+A batch of weight spaces goes through ``jax.vmap``:
+
+  >>> import jax, jax.numpy as jnp
+  >>> spec = {"w": ("a", "b"), "b": ("b",)}
+  >>> x = {"w": jnp.ones((4, 3, 2)), "b": jnp.ones((4, 3, 2))}  # batch of 4, 2 channels
+  >>> layer = UNFLinear(5)
+  >>> params = layer.init(jax.random.PRNGKey(0), jax.tree.map(lambda a: a[0], x), spec)
+  >>> y = jax.vmap(lambda f: layer.apply(params, f, spec))(x)
+  >>> y["w"].shape, y["b"].shape
+  ((4, 3, 3, 5), (4, 3, 5))
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from unf_lopt import basis
+from unf_lopt.spec import FIXED, SpecError, TensorInfo, tensor_infos
+
+PyTree = Any
+_LABEL_LETTERS = string.ascii_lowercase
+_POSITION_LETTERS = string.ascii_uppercase
+
+
+def _features_and_infos(features: PyTree, spec: PyTree
+                        ) -> tuple[list[jax.Array], list[TensorInfo], Any, int]:
+  infos, treedef = tensor_infos(spec, features, trailing_dims=1)
+  leaves = treedef.flatten_up_to(features)
+  channels = {int(leaf.shape[-1]) for leaf in leaves}
+  if len(channels) != 1:
+    detail = ", ".join(f"'{i.path}': {leaf.shape[-1]}" for i, leaf in zip(infos, leaves))
+    raise SpecError(f"all feature tensors must have the same channel count; got {detail}")
+  return leaves, infos, treedef, channels.pop()
+
+
+def _fold_fixed(x: jax.Array, info: TensorInfo) -> jax.Array:
+  """``[*shape, C]`` -> ``[*permuted_shape, prod(fixed_shape) * C]``."""
+  permuted, fixed = info.permuted_positions, info.fixed_positions
+  if not fixed:
+    return x
+  x = jnp.transpose(x, (*permuted, *fixed, x.ndim - 1))
+  return x.reshape(*(info.shape[p] for p in permuted), -1)
+
+
+def _unfold_fixed(y: jax.Array, info: TensorInfo, channels: int) -> jax.Array:
+  """Inverse of :func:`_fold_fixed` for an output with ``channels`` channels."""
+  permuted, fixed = info.permuted_positions, info.fixed_positions
+  if not fixed:
+    return y
+  y = y.reshape(*(info.shape[p] for p in permuted), *(info.shape[p] for p in fixed), channels)
+  order = (*permuted, *fixed)
+  inverse = [order.index(axis) for axis in range(len(order))]
+  return jnp.transpose(y, (*inverse, len(order)))
+
+
+def _fixed_size(info: TensorInfo) -> int:
+  return math.prod(info.shape[p] for p in info.fixed_positions)
+
+
+def _reduce(x: jax.Array, reduction: basis.Reduction) -> jax.Array:
+  """Reads diagonals and mean-pools: ``[*permuted, C] -> [*carried, C]``."""
+  letters = "".join(_LABEL_LETTERS[label] for label in reduction.in_labels)
+  kept = "".join(_LABEL_LETTERS[label] for label in reduction.carried)
+  pooled = set(reduction.in_labels) - set(reduction.carried)
+  if letters == kept:
+    return x
+  y = jnp.einsum(f"{letters}...->{kept}...", x)
+  count = math.prod(x.shape[reduction.in_labels.index(label)] for label in pooled)
+  return y / count if count > 1 else y
+
+
+def _delta(size: int, rank: int, dtype) -> np.ndarray:
+  delta = np.zeros((size,) * rank, dtype=dtype)
+  delta[(np.arange(size),) * rank] = 1
+  return delta
+
+
+def _embed(z: jax.Array, group: basis.OutputGroup, out_shape: tuple[int, ...]) -> jax.Array:
+  """Writes ``[*carried, C]`` into the output pattern of ``group``.
+
+  Output-only labels on one axis broadcast (left as size-1 axes); labels on
+  several output axes write a diagonal.
+  """
+  positions: dict[int, list[int]] = {}
+  for position, label in enumerate(group.out_labels):
+    positions.setdefault(label, []).append(position)
+  operands = [z]
+  subscripts = ["".join(_POSITION_LETTERS[positions[label][0]] for label in group.carried)]
+  for label, where in positions.items():
+    if len(where) > 1:
+      operands.append(_delta(out_shape[where[0]], len(where), z.dtype))
+      subscripts.append("".join(_POSITION_LETTERS[p] for p in where))
+  materialized = [p for p, label in enumerate(group.out_labels)
+                  if label in group.carried or len(positions[label]) > 1]
+  target = "".join(_POSITION_LETTERS[p] for p in materialized)
+  if len(operands) > 1 or subscripts[0] != target:
+    z = jnp.einsum(",".join(s + "..." for s in subscripts) + f"->{target}...", *operands)
+  shape = [out_shape[p] if p in materialized else 1 for p in range(len(out_shape))]
+  return z.reshape(*shape, z.shape[-1])
+
+
+def _tensor_param_name(kind: str, info: TensorInfo) -> str:
+  return f"{kind}[{info.path}]"
+
+
+class UNFLinear(nn.Module):
+  """The maximally expressive linear equivariant layer of a weight space.
+
+  Every (output tensor, input tensor) pair contributes one ``c_in x c_out``
+  coefficient matrix per valid partition of their axes (UNF Algorithm 1); each
+  output tensor has one bias per channel (per fixed index, if it has fixed
+  axes). Coefficients of an output tensor are drawn from
+  ``N(0, 1 / (c_in * number_of_terms))``. Pooled axes are averaged (mean, not
+  sum), keeping activations scale-stable across widths.
+
+  Attributes:
+    out_channels: channels of every output tensor.
+    use_bias: whether to add the per-tensor bias.
+    param_dtype: dtype of the coefficients.
+  """
+
+  out_channels: int
+  use_bias: bool = True
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features: PyTree, spec: PyTree) -> PyTree:
+    leaves, infos, treedef, in_channels = _features_and_infos(features, spec)
+    folded = [_fold_fixed(x, info) for x, info in zip(leaves, infos)]
+    plan = basis.compile_plan(tuple(
+        tuple(info.axes[p] for p in info.permuted_positions) for info in infos))
+    reduced: dict[basis.Reduction, jax.Array] = {}
+
+    def reduction(r: basis.Reduction) -> jax.Array:
+      if r not in reduced:
+        reduced[r] = _reduce(folded[r.in_index], r)
+      return reduced[r]
+
+    outputs = []
+    for info, tensor_plan in zip(infos, plan.tensors):
+      out_width = _fixed_size(info) * self.out_channels
+      widths = [[folded[r.in_index].shape[-1] for r in g.reductions] for g in tensor_plan.groups]
+      rows = sum(map(sum, widths))
+      kernel = self.param(_tensor_param_name("kernel", info),
+                          nn.initializers.normal(stddev=1.0 / math.sqrt(rows)),
+                          (rows, out_width), self.param_dtype).astype(folded[0].dtype)
+      out_shape = tuple(info.shape[p] for p in info.permuted_positions)
+      total = None
+      offset = 0
+      for group, group_widths in zip(tensor_plan.groups, widths):
+        parts = [reduction(r) for r in group.reductions]
+        z = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
+        width = sum(group_widths)
+        z = z @ kernel[offset:offset + width]
+        offset += width
+        contribution = _embed(z, group, out_shape)
+        total = contribution if total is None else total + contribution
+      total = jnp.broadcast_to(total, (*out_shape, out_width))
+      if self.use_bias:
+        bias = self.param(_tensor_param_name("bias", info), nn.initializers.zeros,
+                          (out_width,), self.param_dtype)
+        total = total + bias.astype(total.dtype)
+      outputs.append(_unfold_fixed(total, info, self.out_channels))
+    return treedef.unflatten(outputs)
+
+
+class DeepSetLinear(nn.Module):
+  """One ``c_in x c_out`` map and bias applied to every entry of every tensor.
+
+  Equivariant to any permutation of the entries of the whole weight space
+  (the "DS" layer of the UNF paper's learned optimizers: exactly
+  ``c_in * c_out + c_out`` parameters). The spec is only validated.
+  """
+
+  out_channels: int
+  use_bias: bool = True
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features: PyTree, spec: PyTree) -> PyTree:
+    leaves, _, treedef, in_channels = _features_and_infos(features, spec)
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (in_channels, self.out_channels), self.param_dtype)
+    bias = (self.param("bias", nn.initializers.zeros, (self.out_channels,), self.param_dtype)
+            if self.use_bias else None)
+    outputs = []
+    for x in leaves:
+      y = x @ kernel.astype(x.dtype)
+      outputs.append(y + bias.astype(x.dtype) if bias is not None else y)
+    return treedef.unflatten(outputs)
+
+
+def invariant_pool(features: PyTree, spec: PyTree) -> jax.Array:
+  """Mean of every tensor over its permuted axes, concatenated to one vector.
+
+  Fixed axes are kept (flattened into the vector), so the result is invariant
+  to the spec's permutations and loses no fixed-axis information. For a spec
+  without fixed axes the result is ``[n_tensors * C]``.
+  """
+  leaves, infos, _, _ = _features_and_infos(features, spec)
+  pooled = []
+  for x, info in zip(leaves, infos):
+    pooled.append(jnp.mean(x, axis=info.permuted_positions).reshape(-1))
+  return jnp.concatenate(pooled)
+
+
+class InvariantPool(nn.Module):
+  """Module form of :func:`invariant_pool` (no parameters)."""
+
+  @nn.compact
+  def __call__(self, features: PyTree, spec: PyTree) -> jax.Array:
+    return invariant_pool(features, spec)
+
+
+def pointwise(fn: Callable[[jax.Array], jax.Array]) -> Callable[[PyTree], PyTree]:
+  """Lifts an elementwise function (e.g. ``jax.nn.relu``) to a weight space.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> pointwise(jax.nn.relu)({"w": jnp.array([-1.0, 2.0])})["w"]
+    Array([0., 2.], dtype=float32)
+  """
+  return lambda features: jax.tree.map(fn, features)
+
+
+# ---------------------------------------------------------------------------
+# NFN "NP" layer (Zhou et al. 2023), written from its own equations.
+
+
+class _Chain:
+  """An MLP/CNN weight space: layer i has kernel ``[*filter, n_{i-1}, n_i]``, optional bias ``[n_i]``."""
+
+  def __init__(self, infos: list[TensorInfo]):
+    weights, biases = {}, {}
+    for index, info in enumerate(infos):
+      if len(info.axes) >= 2:
+        in_name, out_name = info.axes[-2:]
+        if FIXED in (in_name, out_name):
+          raise SpecError(
+              f"NFNLinear: tensor '{info.path}' has a fixed neuron axis {info.axes!r}; the NP "
+              "layer permutes every neuron axis (use UNFLinear for fixed neurons)")
+        if in_name == out_name:
+          raise SpecError(
+              f"NFNLinear supports MLP and CNN weight spaces only: tensor '{info.path}' "
+              f"uses name {in_name!r} on both neuron axes (a recurrent matrix); use UNFLinear")
+        if out_name in weights:
+          raise SpecError(
+              f"NFNLinear supports MLP and CNN weight spaces only: neuron name {out_name!r} "
+              f"is the output of both '{infos[weights[out_name]].path}' and '{info.path}'; use UNFLinear")
+        weights[out_name] = index
+      elif len(info.axes) == 1 and info.axes[0] is not FIXED:
+        if info.axes[0] in biases:
+          raise SpecError(
+              f"NFNLinear: '{info.path}' and '{infos[biases[info.axes[0]]].path}' are both "
+              f"biases of neuron name {info.axes[0]!r}; use UNFLinear")
+        biases[info.axes[0]] = index
+      else:
+        raise SpecError(
+            f"NFNLinear supports MLP and CNN weight spaces only: tensor '{info.path}' with "
+            f"axes {info.axes!r} is neither a kernel (..., in, out) nor a bias (out,); use UNFLinear")
+    in_names = {infos[i].axes[-2]: out for out, i in weights.items()}
+    starts = [out for out, i in weights.items() if infos[i].axes[-2] not in weights]
+    if len(starts) != 1:
+      raise SpecError(
+          "NFNLinear supports a single chain of layers (MLP/CNN); the kernels "
+          f"{[infos[i].path for i in weights.values()]} do not form one chain; use UNFLinear")
+    order = [starts[0]]
+    while order[-1] in in_names:
+      order.append(in_names[order[-1]])
+    if len(order) != len(weights):
+      raise SpecError("NFNLinear: the kernels do not form one chain (a branch or a cycle); use UNFLinear")
+    for name, index in biases.items():
+      if name not in weights:
+        raise SpecError(f"NFNLinear: bias '{infos[index].path}' has name {name!r}, which is no kernel's output")
+    self.kernels = [weights[name] for name in order]
+    self.biases = [biases.get(name) for name in order]
+
+
+class NFNLinear(nn.Module):
+  """The NFN "NP" layer for MLP and CNN weight spaces (Zhou et al. 2023).
+
+  Kernels are ``[*filter, in, out]`` (flax layout) and form one chain; filter
+  axes are folded into channels. Every neuron axis, including the inputs and
+  outputs of the network, is permuted. By default there is no bias, which
+  reproduces the NFN parameter count of the UNF paper's CNN row (Table 3).
+  On an MLP the NP layer spans the same maps as :class:`UNFLinear`.
+  """
+
+  out_channels: int
+  use_bias: bool = False
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features: PyTree, spec: PyTree) -> PyTree:
+    leaves, infos, treedef, _ = _features_and_infos(features, spec)
+    chain = _Chain(infos)
+    # Kernel i as [n_{i-1}, n_i, F_i * C]; bias i as [n_i, C] or None.
+    kernels = [jnp.moveaxis(leaves[k], (-3, -2), (0, 1)).reshape(*leaves[k].shape[-3:-1], -1)
+               for k in chain.kernels]
+    biases = [None if b is None else leaves[b] for b in chain.biases]
+    global_pool = jnp.concatenate(
+        [w.mean(axis=(0, 1)) for w in kernels] + [b.mean(axis=0) for b in biases if b is not None])
+
+    def linear(name: str, x: jax.Array, width: int) -> jax.Array:
+      kernel = self.param(name, nn.initializers.lecun_normal(), (x.shape[-1], width),
+                          self.param_dtype)
+      return x @ kernel.astype(x.dtype)
+
+    def concat(parts):
+      return jnp.concatenate([p for p in parts if p is not None], axis=-1)
+
+    outputs: list[jax.Array | None] = [None] * len(leaves)
+    depth = len(kernels)
+    for i, w in enumerate(kernels):
+      info = infos[chain.kernels[i]]
+      filter_shape = info.shape[:-2]
+      width = math.prod(filter_shape) * self.out_channels
+      # Vectors indexed by this layer's outputs n_i and by its inputs n_{i-1}.
+      along_out = concat([w.mean(axis=0), kernels[i + 1].mean(axis=1) if i + 1 < depth else None,
+                          biases[i]])
+      along_in = concat([w.mean(axis=1), kernels[i - 1].mean(axis=0) if i > 0 else None,
+                         biases[i - 1] if i > 0 else None])
+      y = (linear(f"self[{info.path}]", w, width)
+           + linear(f"along_out[{info.path}]", along_out, width)[None]
+           + linear(f"along_in[{info.path}]", along_in, width)[:, None]
+           + linear(f"pool[{info.path}]", global_pool, width))
+      if self.use_bias:
+        y = y + self.param(f"bias[{info.path}]", nn.initializers.zeros, (width,), self.param_dtype)
+      y = y.reshape(*y.shape[:2], *filter_shape, self.out_channels)
+      outputs[chain.kernels[i]] = jnp.moveaxis(y, (0, 1), (-3, -2))
+      if biases[i] is not None:
+        bias_info = infos[chain.biases[i]]
+        along = concat([biases[i], w.mean(axis=0),
+                        kernels[i + 1].mean(axis=1) if i + 1 < depth else None])
+        b = (linear(f"along_out[{bias_info.path}]", along, self.out_channels)
+             + linear(f"pool[{bias_info.path}]", global_pool, self.out_channels))
+        if self.use_bias:
+          b = b + self.param(f"bias[{bias_info.path}]", nn.initializers.zeros,
+                             (self.out_channels,), self.param_dtype)
+        outputs[chain.biases[i]] = b
+    return treedef.unflatten(outputs)
