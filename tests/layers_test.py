@@ -1,0 +1,211 @@
+"""Tests for unf_lopt.layers: equivariance, reference agreement, counts, dtypes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+import reference
+import unf_lopt as U
+import weight_spaces
+from unf_lopt import basis
+from unf_lopt.permutations import permute, sample_permutations
+from unf_lopt.spec import tensor_infos
+
+
+def random_features(params, channels, seed=0, dtype=jnp.float32):
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+  return jax.tree.unflatten(treedef, [
+      jax.random.normal(k, (*np.shape(leaf), channels), dtype) for k, leaf in zip(keys, leaves)])
+
+
+def max_difference(a, b):
+  return max(float(jnp.max(jnp.abs(jnp.asarray(u, jnp.float32) - jnp.asarray(v, jnp.float32))))
+             for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def count_params(variables):
+  return sum(np.size(leaf) for leaf in jax.tree.leaves(variables))
+
+
+def init_and_apply(layer, features, spec, seed=0):
+  variables = layer.init(jax.random.PRNGKey(seed), features, spec)
+  return variables, jax.jit(lambda x: layer.apply(variables, x, spec))
+
+
+LAYERS = {"unf": lambda: U.UNFLinear(3), "deepset": lambda: U.DeepSetLinear(3)}
+
+
+@pytest.mark.parametrize("space", sorted(weight_spaces.ALL))
+@pytest.mark.parametrize("layer_name", sorted(LAYERS))
+def test_equivariance_under_random_permutations(space, layer_name):
+  params, spec = weight_spaces.ALL[space]()
+  features = random_features(params, channels=2)
+  _, forward = init_and_apply(LAYERS[layer_name](), features, spec)
+  rng = np.random.default_rng(1)
+  for _ in range(3):
+    perms = sample_permutations(rng, spec, params)
+    permuted_then_layer = forward(permute(features, spec, perms, trailing_dims=1))
+    layer_then_permuted = permute(forward(features), spec, perms, trailing_dims=1)
+    assert max_difference(permuted_then_layer, layer_then_permuted) < 1e-5
+
+
+@pytest.mark.parametrize("space", ["mlp", "cnn", "cnn_fixed"])
+def test_nfn_equivariance(space):
+  params, spec = weight_spaces.ALL[space]()
+  features = random_features(params, channels=2)
+  _, forward = init_and_apply(U.NFNLinear(3, use_bias=True), features, spec)
+  # NP permutes neuron axes only: filter axes are channels of the NFN layer.
+  neuron_spec = jax.tree.map(lambda axes: (*[None] * (len(axes) - 2), *axes[-2:])
+                             if len(axes) > 2 else axes, spec,
+                             is_leaf=lambda n: isinstance(n, tuple))
+  perms = sample_permutations(np.random.default_rng(2), neuron_spec, params)
+  a = forward(permute(features, neuron_spec, perms, trailing_dims=1))
+  b = permute(forward(features), neuron_spec, perms, trailing_dims=1)
+  assert max_difference(a, b) < 1e-5
+
+
+@pytest.mark.parametrize("space", sorted(weight_spaces.ALL))
+def test_invariant_pool(space):
+  params, spec = weight_spaces.ALL[space]()
+  features = random_features(params, channels=3)
+  pooled = U.InvariantPool().apply({}, features, spec)
+  assert pooled.shape[0] >= 3 * len(jax.tree.leaves(params))
+  perms = sample_permutations(np.random.default_rng(3), spec, params)
+  pooled_permuted = U.invariant_pool(permute(features, spec, perms, trailing_dims=1), spec)
+  np.testing.assert_allclose(pooled, pooled_permuted, atol=1e-5)
+
+
+def test_invariant_pool_shape_without_fixed_axes():
+  params, spec = weight_spaces.mlp()
+  assert U.invariant_pool(random_features(params, 3), spec).shape == (4 * 3,)
+
+
+def test_fixed_axis_is_not_permuted_by_the_layer():
+  """With fixed filter taps the UNF layer mixes taps freely: permuting them is no symmetry."""
+  params, spec = weight_spaces.cnn(spatial=(None, None))
+  features = random_features(params, channels=2)
+  _, forward = init_and_apply(U.UNFLinear(2), features, spec)
+  as_if_named, _ = weight_spaces.cnn(spatial=("h", "w"))
+  named_spec = weight_spaces.cnn(spatial=("h", "w"))[1]
+  swap = {"h": np.array([1, 0]), "w": np.array([1, 0])}
+  a = forward(permute(features, named_spec, swap, trailing_dims=1))
+  b = permute(forward(features), named_spec, swap, trailing_dims=1)
+  assert max_difference(a, b) > 1e-2
+  del as_if_named
+
+
+def test_unf_matches_dense_brute_force_reference():
+  spec = {"w": ("a", "b"), "r": ("b", "b"), "b": ("b",), "t": ("a", "b", "b"), "s": ()}
+  sizes = {"a": 2, "b": 3}
+  params = {k: np.zeros([sizes[n] for n in axes], np.float32) for k, axes in spec.items()}
+  features = random_features(params, channels=2, seed=4)
+  layer = U.UNFLinear(2)
+  variables = layer.init(jax.random.PRNGKey(5), features, spec)
+  # give the biases non-zero values so they are checked too
+  variables = jax.tree_util.tree_map_with_path(
+      lambda path, v: v + 0.3 if "bias" in jax.tree_util.keystr(path) else v, variables)
+  output = layer.apply(variables, features, spec)
+
+  infos, treedef = tensor_infos(spec, params)
+  plan = basis.compile_plan(tuple(info.axes for info in infos))
+  p = variables["params"]
+  expected = reference.dense_unf(
+      plan, [info.shape for info in infos], treedef.flatten_up_to(features),
+      [p[f"kernel[{info.path}]"] for info in infos], [p[f"bias[{info.path}]"] for info in infos])
+  for got, want in zip(treedef.flatten_up_to(output), expected):
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+def linear_span_rank(layer, features, spec):
+  """Dimension of the space of dense maps x -> layer(x) as the coefficients vary."""
+  variables = layer.init(jax.random.PRNGKey(0), features, spec)
+  flat, unravel = ravel_pytree(variables)
+  flat_x, unravel_x = ravel_pytree(features)
+
+  def dense_map(coefficients):
+    return jax.jacobian(lambda x: ravel_pytree(layer.apply(unravel(coefficients), unravel_x(x),
+                                                           spec))[0])(flat_x)
+
+  maps = jax.vmap(dense_map)(jnp.eye(flat.size))
+  return maps.reshape(flat.size, -1)
+
+
+def test_unf_spans_the_same_maps_as_nfn_np_on_an_mlp():
+  params, spec = weight_spaces.mlp((3, 2, 2))
+  features = random_features(params, channels=1)
+  unf = linear_span_rank(U.UNFLinear(1, use_bias=False), features, spec)
+  nfn = linear_span_rank(U.NFNLinear(1, use_bias=False), features, spec)
+  rank = np.linalg.matrix_rank
+  assert rank(unf) == rank(nfn) == 32
+  assert rank(np.concatenate([unf, nfn])) == 32
+
+
+def test_parameter_counts_match_the_paper():
+  params, spec = weight_spaces.mlp((64, 32, 10))
+  features = random_features(params, channels=32)
+  assert count_params(U.UNFLinear(1).init(jax.random.PRNGKey(0), features, spec)) == 1028
+  assert count_params(U.DeepSetLinear(32).init(jax.random.PRNGKey(0), features, spec)) == 32 * 32 + 32
+  cnn_params = weight_spaces.zeros_like_spec({
+      "Conv_0": {"kernel": (3, 3, 3, 16), "bias": (16,)},
+      "Conv_1": {"kernel": (3, 3, 16, 32), "bias": (32,)},
+      "Dense_0": {"kernel": (32, 10), "bias": (10,)}})
+  cnn_spec = {"Conv_0": U.conv_spec("c0", "c1"), "Conv_1": U.conv_spec("c1", "c2"),
+              "Dense_0": U.dense_spec("c2", "c3")}
+  features = random_features(cnn_params, channels=32)
+  # Table 3, NFN on the CNN: 41,603 = 38,848 (NFN[1]) + 2,752 (DS stack) + 3 scalars.
+  assert count_params(U.NFNLinear(1).init(jax.random.PRNGKey(0), features, cnn_spec)) == 38_848
+
+
+def test_vmap_over_a_batch_of_weight_spaces():
+  params, spec = weight_spaces.rnn()
+  batch = jax.tree.map(lambda a: jnp.stack([a, a + 1.0]), random_features(params, channels=2))
+  for layer in (U.UNFLinear(4), U.DeepSetLinear(4)):
+    variables = layer.init(jax.random.PRNGKey(0), jax.tree.map(lambda a: a[0], batch), spec)
+    batched = jax.jit(jax.vmap(lambda x: layer.apply(variables, x, spec)))(batch)
+    one = layer.apply(variables, jax.tree.map(lambda a: a[1], batch), spec)
+    assert max_difference(jax.tree.map(lambda a: a[1], batched), one) < 1e-5
+
+
+@pytest.mark.parametrize("layer", [U.UNFLinear(2), U.DeepSetLinear(2), U.NFNLinear(2)],
+                         ids=["unf", "deepset", "nfn"])
+def test_bfloat16_inputs(layer):
+  params, spec = weight_spaces.cnn(spatial=(None, None))
+  features = random_features(params, channels=2)
+  variables = layer.init(jax.random.PRNGKey(0), features, spec)
+  full = layer.apply(variables, features, spec)
+  half = jax.jit(lambda x: layer.apply(variables, x, spec))(
+      jax.tree.map(lambda a: a.astype(jnp.bfloat16), features))
+  assert all(leaf.dtype == jnp.bfloat16 for leaf in jax.tree.leaves(half))
+  scale = max(float(jnp.max(jnp.abs(a))) for a in jax.tree.leaves(full))
+  assert max_difference(full, half) < 0.05 * scale
+
+
+def test_pointwise_activation():
+  features = {"w": jnp.array([[-1.0], [2.0]])}
+  np.testing.assert_array_equal(U.pointwise(jax.nn.relu)(features)["w"], [[0.0], [2.0]])
+
+
+def test_nfn_rejects_weight_spaces_it_does_not_support():
+  params, spec = weight_spaces.rnn()
+  features = random_features(params, channels=2)
+  with pytest.raises(U.SpecError, match="recurrent|neither a kernel"):
+    U.NFNLinear(1).init(jax.random.PRNGKey(0), features, spec)
+  params, spec = weight_spaces.transformer()
+  features = random_features(params, channels=2)
+  with pytest.raises(U.SpecError, match="MLP and CNN"):
+    U.NFNLinear(1).init(jax.random.PRNGKey(0), features, spec)
+
+
+def test_layer_rejects_features_that_do_not_match_the_spec():
+  params, spec = weight_spaces.mlp()
+  features = random_features(params, channels=2)
+  bad = dict(spec, Dense_0={"kernel": ("n0", "n1", "n9"), "bias": ("n1",)})
+  with pytest.raises(U.SpecError, match="Dense_0/kernel"):
+    U.UNFLinear(1).init(jax.random.PRNGKey(0), features, bad)
+  mixed = dict(features, Dense_1={"kernel": features["Dense_1"]["kernel"][..., :1],
+                                  "bias": features["Dense_1"]["bias"]})
+  with pytest.raises(U.SpecError, match="channel count"):
+    U.UNFLinear(1).init(jax.random.PRNGKey(0), mixed, spec)
