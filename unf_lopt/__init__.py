@@ -3,12 +3,14 @@
 from unf_lopt.basis import bell_number, compile_plan, num_basis_terms, valid_partitions
 from unf_lopt.layers import (DeepSetLinear, InvariantPool, NFNLinear, UNFLinear,
                              invariant_pool, pointwise)
+from unf_lopt.spec_inference import infer_spec
 from unf_lopt.spec import (FIXED, SpecError, attention_spec, conv_spec, dense_spec,
                            embed_spec, layer_norm_spec, mlp_spec, recurrent_cell_spec,
                            validate_spec)
 
 __all__ = [
     "FIXED",
+    "infer_spec",
     "DeepSetLinear",
     "InvariantPool",
     "NFNLinear",
