@@ -40,7 +40,7 @@ def test_structure_mismatch_lists_missing_and_extra_paths():
 
 
 def test_non_tuple_leaf_is_rejected():
-  with pytest.raises(U.SpecError, match="'w'"):
+  with pytest.raises(U.SpecError, match="'w/0'.*must be a tuple"):
     U.validate_spec({"w": ["a", "b"]}, {"w": np.zeros((2, 2))})
 
 
