@@ -97,12 +97,14 @@ def test_fixed_axis_is_not_permuted_by_the_layer():
   del as_if_named
 
 
-def test_unf_matches_dense_brute_force_reference():
-  spec = {"w": ("a", "b"), "r": ("b", "b"), "b": ("b",), "t": ("a", "b", "b"), "s": ()}
+@pytest.mark.parametrize("order", ["auto", "pool_first", "project_first"])
+def test_unf_matches_dense_brute_force_reference(order):
+  spec = {"w": ("a", "b"), "r": ("b", "b"), "b": ("b",), "t": ("a", "b", "b"), "s": (),
+          "v": ("b", "a")}
   sizes = {"a": 2, "b": 3}
   params = {k: np.zeros([sizes[n] for n in axes], np.float32) for k, axes in spec.items()}
   features = random_features(params, channels=2, seed=4)
-  layer = U.UNFLinear(2)
+  layer = U.UNFLinear(2, order=order)
   variables = layer.init(jax.random.PRNGKey(5), features, spec)
   # give the biases non-zero values so they are checked too
   variables = jax.tree_util.tree_map_with_path(
@@ -157,6 +159,17 @@ def test_parameter_counts_match_the_paper():
   features = random_features(cnn_params, channels=32)
   # Table 3, NFN on the CNN: 41,603 = 38,848 (NFN[1]) + 2,752 (DS stack) + 3 scalars.
   assert count_params(U.NFNLinear(1).init(jax.random.PRNGKey(0), features, cnn_spec)) == 38_848
+
+
+def test_auto_order_projects_thin_outputs_and_agrees_with_pool_first():
+  params, spec = weight_spaces.transformer()
+  features = random_features(params, channels=8)
+  auto, pool_first = U.UNFLinear(1), U.UNFLinear(1, order="pool_first")
+  variables = auto.init(jax.random.PRNGKey(0), features, spec)
+  assert max_difference(auto.apply(variables, features, spec),
+                        pool_first.apply(variables, features, spec)) < 1e-5
+  with pytest.raises(ValueError, match="order"):
+    U.UNFLinear(1, order="sideways").init(jax.random.PRNGKey(0), features, spec)
 
 
 def test_vmap_over_a_batch_of_weight_spaces():

@@ -118,6 +118,56 @@ def _tensor_param_name(kind: str, info: TensorInfo) -> str:
   return f"{kind}[{info.path}]"
 
 
+def _is_transpose(reduction: basis.Reduction) -> bool:
+  labels = reduction.in_labels
+  return len(set(labels)) == len(labels) == len(reduction.carried) and labels != reduction.carried
+
+
+def _project_then_pool(folded, kernels, members, out_widths, order: str
+                       ) -> dict[int, jax.Array]:
+  """Terms whose channel map is cheaper before their reduction, keyed by ``id(member)``.
+
+  Pooling then projecting (the default) reads each input once per distinct
+  reduction. When an input's terms need fewer output columns in total than
+  it has channels (e.g. a ``32 -> 1`` layer), one matmul to all those
+  columns followed by reductions of thin tensors is cheaper; so is a lone
+  transpose of a wide input. Both orders compute the same sum.
+  """
+  by_input: dict[int, list] = {}
+  for m in members:
+    by_input.setdefault(m[2].in_index, []).append(m)
+  chosen: dict[int, list] = {}
+  for in_index, mine in by_input.items():
+    if order == "pool_first":
+      continue
+    columns = sum(out_widths[m[0]] for m in mine)
+    if order == "project_first" or columns < folded[in_index].shape[-1]:
+      chosen[in_index] = mine
+    else:
+      transposes = [m for m in mine if _is_transpose(m[2])
+                    and out_widths[m[0]] < folded[in_index].shape[-1]]
+      if transposes:
+        chosen[in_index] = transposes
+  projected = {}
+  for in_index, mine in chosen.items():
+    mine = sorted(mine, key=lambda m: (m[2].in_labels, m[2].carried))
+    y = folded[in_index] @ jnp.concatenate([kernels[m[0]][m[3]] for m in mine], axis=1)
+    start = 0
+    while start < len(mine):
+      stop = start
+      while stop < len(mine) and mine[stop][2] == mine[start][2]:
+        stop += 1
+      widths = [out_widths[m[0]] for m in mine[start:stop]]
+      begin = sum(out_widths[m[0]] for m in mine[:start])
+      block = _reduce(y[..., begin:begin + sum(widths)], mine[start][2])
+      offset = 0
+      for m, width in zip(mine[start:stop], widths):
+        projected[id(m)] = block[..., offset:offset + width]
+        offset += width
+      start = stop
+  return projected
+
+
 class UNFLinear(nn.Module):
   """The maximally expressive linear equivariant layer of a weight space.
 
@@ -132,52 +182,80 @@ class UNFLinear(nn.Module):
     out_channels: channels of every output tensor.
     use_bias: whether to add the per-tensor bias.
     param_dtype: dtype of the coefficients.
+    order: where the channel map goes. ``"pool_first"`` reduces each input
+      once per distinct reduction and then maps channels; ``"project_first"``
+      maps each input to all the columns its terms need and then reduces;
+      ``"auto"`` picks per input tensor by channel counts. Results agree.
   """
 
   out_channels: int
   use_bias: bool = True
   param_dtype: Any = jnp.float32
+  order: str = "auto"
 
   @nn.compact
   def __call__(self, features: PyTree, spec: PyTree) -> PyTree:
-    leaves, infos, treedef, in_channels = _features_and_infos(features, spec)
+    if self.order not in ("auto", "pool_first", "project_first"):
+      raise ValueError(f"UNFLinear.order must be 'auto', 'pool_first' or 'project_first', "
+                       f"got {self.order!r}")
+    leaves, infos, treedef, _ = _features_and_infos(features, spec)
     folded = [_fold_fixed(x, info) for x, info in zip(leaves, infos)]
     plan = basis.compile_plan(tuple(
         tuple(info.axes[p] for p in info.permuted_positions) for info in infos))
-    reduced: dict[basis.Reduction, jax.Array] = {}
+    in_widths = [x.shape[-1] for x in folded]
+    out_widths = [_fixed_size(info) * self.out_channels for info in infos]
 
-    def reduction(r: basis.Reduction) -> jax.Array:
-      if r not in reduced:
-        reduced[r] = _reduce(folded[r.in_index], r)
-      return reduced[r]
-
-    outputs = []
-    for info, tensor_plan in zip(infos, plan.tensors):
-      out_width = _fixed_size(info) * self.out_channels
-      widths = [[folded[r.in_index].shape[-1] for r in g.reductions] for g in tensor_plan.groups]
-      rows = sum(map(sum, widths))
+    kernels, biases = [], []
+    for info, tensor_plan, out_width in zip(infos, plan.tensors, out_widths):
+      rows = sum(in_widths[r.in_index] for g in tensor_plan.groups for r in g.reductions)
       kernel = self.param(_tensor_param_name("kernel", info),
                           nn.initializers.normal(stddev=1.0 / math.sqrt(rows)),
-                          (rows, out_width), self.param_dtype).astype(folded[0].dtype)
+                          (rows, out_width), self.param_dtype)
+      kernels.append(kernel.astype(folded[0].dtype))
+      if self.use_bias:
+        biases.append(self.param(_tensor_param_name("bias", info), nn.initializers.zeros,
+                                 (out_width,), self.param_dtype).astype(folded[0].dtype))
+
+    # Every term, as (output, group, reduction, kernel rows), in kernel row order.
+    members = []
+    for out_index, tensor_plan in enumerate(plan.tensors):
+      offset = 0
+      for group_index, group in enumerate(tensor_plan.groups):
+        for r in group.reductions:
+          members.append((out_index, group_index, r, slice(offset, offset + in_widths[r.in_index])))
+          offset += in_widths[r.in_index]
+    projected = _project_then_pool(folded, kernels, members, out_widths, self.order)
+    members_of: dict[tuple[int, int], list] = {}
+    for m in members:
+      members_of.setdefault(m[:2], []).append(m)
+
+    reduced: dict[basis.Reduction, jax.Array] = {}
+    outputs = []
+    for out_index, (info, tensor_plan) in enumerate(zip(infos, plan.tensors)):
       out_shape = tuple(info.shape[p] for p in info.permuted_positions)
       total = None
-      offset = 0
-      for group, group_widths in zip(tensor_plan.groups, widths):
-        parts = [reduction(r) for r in group.reductions]
-        z = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
-        width = sum(group_widths)
-        z = z @ kernel[offset:offset + width]
-        offset += width
+      for group_index, group in enumerate(tensor_plan.groups):
+        mine = members_of[(out_index, group_index)]
+        pooled = [m for m in mine if id(m) not in projected]
+        z = None
+        if pooled:
+          for _, _, r, _ in pooled:
+            if r not in reduced:
+              reduced[r] = _reduce(folded[r.in_index], r)
+          parts = [reduced[r] for _, _, r, _ in pooled]
+          rows = [kernels[out_index][m[3]] for m in pooled]
+          z = (parts[0] if len(parts) == 1 else jnp.concatenate(parts, -1)) @ (
+              rows[0] if len(rows) == 1 else jnp.concatenate(rows, 0))
+        for m in mine:
+          if id(m) in projected:
+            z = projected[id(m)] if z is None else z + projected[id(m)]
         contribution = _embed(z, group, out_shape)
         total = contribution if total is None else total + contribution
-      total = jnp.broadcast_to(total, (*out_shape, out_width))
+      total = jnp.broadcast_to(total, (*out_shape, out_widths[out_index]))
       if self.use_bias:
-        bias = self.param(_tensor_param_name("bias", info), nn.initializers.zeros,
-                          (out_width,), self.param_dtype)
-        total = total + bias.astype(total.dtype)
+        total = total + biases[out_index]
       outputs.append(_unfold_fixed(total, info, self.out_channels))
     return treedef.unflatten(outputs)
-
 
 class DeepSetLinear(nn.Module):
   """One ``c_in x c_out`` map and bias applied to every entry of every tensor.
