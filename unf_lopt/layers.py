@@ -123,15 +123,26 @@ def _is_transpose(reduction: basis.Reduction) -> bool:
   return len(set(labels)) == len(labels) == len(reduction.carried) and labels != reduction.carried
 
 
+def _projecting_is_cheaper(members, out_widths, in_width: int) -> bool:
+  """Compares per-entry multiply-adds of the two orders for one input tensor."""
+  columns = sum(out_widths[m[0]] for m in members)
+  identity_columns = sum(out_widths[m[0]] for m in members
+                         if m[2].in_labels == m[2].carried)
+  reductions = len({m[2] for m in members if m[2].in_labels != m[2].carried})
+  pool_first = in_width * (reductions + identity_columns)
+  project_first = in_width * columns + columns
+  return project_first < pool_first
+
+
 def _project_then_pool(folded, kernels, members, out_widths, order: str
                        ) -> dict[int, jax.Array]:
   """Terms whose channel map is cheaper before their reduction, keyed by ``id(member)``.
 
-  Pooling then projecting (the default) reads each input once per distinct
-  reduction. When an input's terms need fewer output columns in total than
-  it has channels (e.g. a ``32 -> 1`` layer), one matmul to all those
-  columns followed by reductions of thin tensors is cheaper; so is a lone
-  transpose of a wide input. Both orders compute the same sum.
+  Pooling then projecting reads each input once per distinct reduction and
+  maps channels on the (small) pooled tensors. Projecting first maps each
+  input to all the columns its terms need, then pools thin tensors; it wins
+  when the terms of an input need few columns in all. A transpose of a wide
+  input is always cheaper after projecting. Both orders give the same sum.
   """
   by_input: dict[int, list] = {}
   for m in members:
@@ -140,18 +151,30 @@ def _project_then_pool(folded, kernels, members, out_widths, order: str
   for in_index, mine in by_input.items():
     if order == "pool_first":
       continue
-    columns = sum(out_widths[m[0]] for m in mine)
-    if order == "project_first" or columns < folded[in_index].shape[-1]:
+    if order == "project_first" or _projecting_is_cheaper(mine, out_widths,
+                                                          folded[in_index].shape[-1]):
       chosen[in_index] = mine
     else:
       transposes = [m for m in mine if _is_transpose(m[2])
                     and out_widths[m[0]] < folded[in_index].shape[-1]]
       if transposes:
         chosen[in_index] = transposes
+  # One gather from all kernels at once, rather than a slice per term.
+  flat = jnp.concatenate([k.reshape(-1) for k in kernels]) if chosen else None
+  bases = np.cumsum([0] + [k.size for k in kernels])
+
+  def kernels_by_columns(mine):
+    blocks = []
+    for out_index, _, _, rows in mine:
+      width = out_widths[out_index]
+      row_ids = np.arange(rows.start, rows.stop)[:, None]
+      blocks.append(bases[out_index] + row_ids * width + np.arange(width)[None, :])
+    return flat[np.concatenate(blocks, axis=1)]
+
   projected = {}
   for in_index, mine in chosen.items():
     mine = sorted(mine, key=lambda m: (m[2].in_labels, m[2].carried))
-    y = folded[in_index] @ jnp.concatenate([kernels[m[0]][m[3]] for m in mine], axis=1)
+    y = folded[in_index] @ kernels_by_columns(mine)
     start = 0
     while start < len(mine):
       stop = start
