@@ -9,12 +9,12 @@ A batch of weight spaces goes through ``jax.vmap``:
 
   >>> import jax, jax.numpy as jnp
   >>> spec = {"w": ("a", "b"), "b": ("b",)}
-  >>> x = {"w": jnp.ones((4, 3, 2)), "b": jnp.ones((4, 3, 2))}  # batch of 4, 2 channels
+  >>> x = {"w": jnp.ones((4, 2, 3, 2)), "b": jnp.ones((4, 3, 2))}  # batch of 4, 2 channels
   >>> layer = UNFLinear(5)
   >>> params = layer.init(jax.random.PRNGKey(0), jax.tree.map(lambda a: a[0], x), spec)
   >>> y = jax.vmap(lambda f: layer.apply(params, f, spec))(x)
   >>> y["w"].shape, y["b"].shape
-  ((4, 3, 3, 5), (4, 3, 5))
+  ((4, 2, 3, 5), (4, 3, 5))
 """
 
 from __future__ import annotations

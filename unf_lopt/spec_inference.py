@@ -23,7 +23,7 @@ Example:
   >>> model = nn.Sequential([nn.Dense(32), nn.relu, nn.Dense(10)])
   >>> params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64)))["params"]
   >>> infer_spec(params)["layers_2"]
-  {'bias': ('layers_0.out',), 'kernel': ('layers_0.out', 'layers_2.out')}
+  {'kernel': ('layers_0.out', 'layers_2.out'), 'bias': ('layers_2.out',)}
 """
 
 from __future__ import annotations
