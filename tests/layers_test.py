@@ -88,13 +88,11 @@ def test_fixed_axis_is_not_permuted_by_the_layer():
   params, spec = weight_spaces.cnn(spatial=(None, None))
   features = random_features(params, channels=2)
   _, forward = init_and_apply(U.UNFLinear(2), features, spec)
-  as_if_named, _ = weight_spaces.cnn(spatial=("h", "w"))
-  named_spec = weight_spaces.cnn(spatial=("h", "w"))[1]
+  _, named_spec = weight_spaces.cnn(spatial=("h", "w"))
   swap = {"h": np.array([1, 0]), "w": np.array([1, 0])}
   a = forward(permute(features, named_spec, swap, trailing_dims=1))
   b = permute(forward(features), named_spec, swap, trailing_dims=1)
   assert max_difference(a, b) > 1e-2
-  del as_if_named
 
 
 @pytest.mark.parametrize("order", ["auto", "pool_first", "project_first"])
@@ -150,7 +148,7 @@ def test_parameter_counts_match_the_paper():
   features = random_features(params, channels=32)
   assert count_params(U.UNFLinear(1).init(jax.random.PRNGKey(0), features, spec)) == 1028
   assert count_params(U.DeepSetLinear(32).init(jax.random.PRNGKey(0), features, spec)) == 32 * 32 + 32
-  cnn_params = weight_spaces.zeros_like_spec({
+  cnn_params = weight_spaces.zeros_from_shapes({
       "Conv_0": {"kernel": (3, 3, 3, 16), "bias": (16,)},
       "Conv_1": {"kernel": (3, 3, 16, 32), "bias": (32,)},
       "Dense_0": {"kernel": (32, 10), "bias": (10,)}})

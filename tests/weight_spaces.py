@@ -5,19 +5,19 @@ import numpy as np
 import unf_lopt as U
 
 
-def zeros_like_spec(shapes):
-  return {k: zeros_like_spec(v) if isinstance(v, dict) else np.zeros(v, np.float32)
+def zeros_from_shapes(shapes):
+  return {k: zeros_from_shapes(v) if isinstance(v, dict) else np.zeros(v, np.float32)
           for k, v in shapes.items()}
 
 
 def mlp(sizes=(5, 4, 3)):
-  params = zeros_like_spec({f"Dense_{i}": {"kernel": (a, b), "bias": (b,)}
+  params = zeros_from_shapes({f"Dense_{i}": {"kernel": (a, b), "bias": (b,)}
                             for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))})
   return params, U.mlp_spec(params)
 
 
 def cnn(spatial=("h", "w")):
-  params = zeros_like_spec({
+  params = zeros_from_shapes({
       "Conv_0": {"kernel": (2, 2, 3, 4), "bias": (4,)},
       "Conv_1": {"kernel": (2, 2, 4, 3), "bias": (3,)},
       "Dense_0": {"kernel": (3, 2), "bias": (2,)}})
@@ -32,7 +32,7 @@ def rnn(cell="simple"):
            "gru": {"ir": {"kernel": (3, 4), "bias": (4,)}, "iz": {"kernel": (3, 4), "bias": (4,)},
                    "in": {"kernel": (3, 4), "bias": (4,)}, "hr": {"kernel": (4, 4)},
                    "hz": {"kernel": (4, 4)}, "hn": {"kernel": (4, 4), "bias": (4,)}}}[cell]
-  params = zeros_like_spec({
+  params = zeros_from_shapes({
       "Embed_0": {"embedding": (5, 3)}, "cell": gates,
       "initial_state": (1, 4), "Dense_0": {"kernel": (4, 5), "bias": (5,)}})
   spec = {"Embed_0": U.embed_spec("vocab", "e"),
@@ -64,7 +64,7 @@ def transformer(blocks=2, d=4, heads=2, head_dim=2, mlp_dim=5, vocab=6):
   shapes["Dense_head"] = {"kernel": (d, vocab), "bias": (vocab,)}
   spec["LayerNorm_f"] = U.layer_norm_spec("d")
   spec["Dense_head"] = U.dense_spec("d", "vocab")
-  return zeros_like_spec(shapes), spec
+  return zeros_from_shapes(shapes), spec
 
 
 ALL = {"mlp": mlp, "cnn": cnn, "cnn_fixed": lambda: cnn(spatial=(None, None)),

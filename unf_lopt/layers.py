@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import string
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -118,6 +118,15 @@ def _tensor_param_name(kind: str, info: TensorInfo) -> str:
   return f"{kind}[{info.path}]"
 
 
+class _Member(NamedTuple):
+  """One basis term of a compiled layer and where its coefficients live."""
+
+  out_index: int
+  group_index: int
+  reduction: basis.Reduction
+  rows: tuple[int, int]  # [start, stop) rows of the output tensor's kernel
+
+
 def _is_transpose(reduction: basis.Reduction) -> bool:
   labels = reduction.in_labels
   return len(set(labels)) == len(labels) == len(reduction.carried) and labels != reduction.carried
@@ -125,18 +134,18 @@ def _is_transpose(reduction: basis.Reduction) -> bool:
 
 def _projecting_is_cheaper(members, out_widths, in_width: int) -> bool:
   """Compares per-entry multiply-adds of the two orders for one input tensor."""
-  columns = sum(out_widths[m[0]] for m in members)
-  identity_columns = sum(out_widths[m[0]] for m in members
-                         if m[2].in_labels == m[2].carried)
-  reductions = len({m[2] for m in members if m[2].in_labels != m[2].carried})
+  columns = sum(out_widths[m.out_index] for m in members)
+  identity_columns = sum(out_widths[m.out_index] for m in members
+                         if m.reduction.in_labels == m.reduction.carried)
+  reductions = len({m.reduction for m in members if m.reduction.in_labels != m.reduction.carried})
   pool_first = in_width * (reductions + identity_columns)
   project_first = in_width * columns + columns
   return project_first < pool_first
 
 
-def _project_then_pool(folded, kernels, members, out_widths, order: str
-                       ) -> dict[int, jax.Array]:
-  """Terms whose channel map is cheaper before their reduction, keyed by ``id(member)``.
+def _project_then_pool(folded, kernels, members: list[_Member], out_widths, order: str
+                       ) -> dict[_Member, jax.Array]:
+  """Terms whose channel map is cheaper before their reduction, mapped to their result.
 
   Pooling then projecting reads each input once per distinct reduction and
   maps channels on the (small) pooled tensors. Projecting first maps each
@@ -146,7 +155,7 @@ def _project_then_pool(folded, kernels, members, out_widths, order: str
   """
   by_input: dict[int, list] = {}
   for m in members:
-    by_input.setdefault(m[2].in_index, []).append(m)
+    by_input.setdefault(m.reduction.in_index, []).append(m)
   chosen: dict[int, list] = {}
   for in_index, mine in by_input.items():
     if order == "pool_first":
@@ -155,8 +164,8 @@ def _project_then_pool(folded, kernels, members, out_widths, order: str
                                                           folded[in_index].shape[-1]):
       chosen[in_index] = mine
     else:
-      transposes = [m for m in mine if _is_transpose(m[2])
-                    and out_widths[m[0]] < folded[in_index].shape[-1]]
+      transposes = [m for m in mine if _is_transpose(m.reduction)
+                    and out_widths[m.out_index] < folded[in_index].shape[-1]]
       if transposes:
         chosen[in_index] = transposes
   # One gather from all kernels at once, rather than a slice per term.
@@ -167,25 +176,25 @@ def _project_then_pool(folded, kernels, members, out_widths, order: str
     blocks = []
     for out_index, _, _, rows in mine:
       width = out_widths[out_index]
-      row_ids = np.arange(rows.start, rows.stop)[:, None]
+      row_ids = np.arange(*rows)[:, None]
       blocks.append(bases[out_index] + row_ids * width + np.arange(width)[None, :])
     return flat[np.concatenate(blocks, axis=1)]
 
   projected = {}
   for in_index, mine in chosen.items():
-    mine = sorted(mine, key=lambda m: (m[2].in_labels, m[2].carried))
+    mine = sorted(mine, key=lambda m: (m.reduction.in_labels, m.reduction.carried))
     y = folded[in_index] @ kernels_by_columns(mine)
     start = 0
     while start < len(mine):
       stop = start
-      while stop < len(mine) and mine[stop][2] == mine[start][2]:
+      while stop < len(mine) and mine[stop].reduction == mine[start].reduction:
         stop += 1
-      widths = [out_widths[m[0]] for m in mine[start:stop]]
-      begin = sum(out_widths[m[0]] for m in mine[:start])
-      block = _reduce(y[..., begin:begin + sum(widths)], mine[start][2])
+      widths = [out_widths[m.out_index] for m in mine[start:stop]]
+      begin = sum(out_widths[m.out_index] for m in mine[:start])
+      block = _reduce(y[..., begin:begin + sum(widths)], mine[start].reduction)
       offset = 0
       for m, width in zip(mine[start:stop], widths):
-        projected[id(m)] = block[..., offset:offset + width]
+        projected[m] = block[..., offset:offset + width]
         offset += width
       start = stop
   return projected
@@ -245,12 +254,13 @@ class UNFLinear(nn.Module):
       offset = 0
       for group_index, group in enumerate(tensor_plan.groups):
         for r in group.reductions:
-          members.append((out_index, group_index, r, slice(offset, offset + in_widths[r.in_index])))
+          members.append(_Member(out_index, group_index, r,
+                                 (offset, offset + in_widths[r.in_index])))
           offset += in_widths[r.in_index]
     projected = _project_then_pool(folded, kernels, members, out_widths, self.order)
-    members_of: dict[tuple[int, int], list] = {}
+    members_of: dict[tuple[int, int], list[_Member]] = {}
     for m in members:
-      members_of.setdefault(m[:2], []).append(m)
+      members_of.setdefault((m.out_index, m.group_index), []).append(m)
 
     reduced: dict[basis.Reduction, jax.Array] = {}
     outputs = []
@@ -259,19 +269,19 @@ class UNFLinear(nn.Module):
       total = None
       for group_index, group in enumerate(tensor_plan.groups):
         mine = members_of[(out_index, group_index)]
-        pooled = [m for m in mine if id(m) not in projected]
+        pooled = [m for m in mine if m not in projected]
         z = None
         if pooled:
-          for _, _, r, _ in pooled:
-            if r not in reduced:
-              reduced[r] = _reduce(folded[r.in_index], r)
-          parts = [reduced[r] for _, _, r, _ in pooled]
-          rows = [kernels[out_index][m[3]] for m in pooled]
+          for m in pooled:
+            if m.reduction not in reduced:
+              reduced[m.reduction] = _reduce(folded[m.reduction.in_index], m.reduction)
+          parts = [reduced[m.reduction] for m in pooled]
+          rows = [kernels[out_index][slice(*m.rows)] for m in pooled]
           z = (parts[0] if len(parts) == 1 else jnp.concatenate(parts, -1)) @ (
               rows[0] if len(rows) == 1 else jnp.concatenate(rows, 0))
         for m in mine:
-          if id(m) in projected:
-            z = projected[id(m)] if z is None else z + projected[id(m)]
+          if m in projected:
+            z = projected[m] if z is None else z + projected[m]
         contribution = _embed(z, group, out_shape)
         total = contribution if total is None else total + contribution
       total = jnp.broadcast_to(total, (*out_shape, out_widths[out_index]))
@@ -279,6 +289,7 @@ class UNFLinear(nn.Module):
         total = total + biases[out_index]
       outputs.append(_unfold_fixed(total, info, self.out_channels))
     return treedef.unflatten(outputs)
+
 
 class DeepSetLinear(nn.Module):
   """One ``c_in x c_out`` map and bias applied to every entry of every tensor.
