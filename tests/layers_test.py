@@ -9,7 +9,7 @@ from jax.flatten_util import ravel_pytree
 import reference
 import unf_lopt as U
 import weight_spaces
-from unf_lopt import basis
+from unf_lopt import basis, layers
 from unf_lopt.permutations import permute, sample_permutations
 from unf_lopt.spec import tensor_infos
 
@@ -168,6 +168,17 @@ def test_auto_order_projects_thin_outputs_and_agrees_with_pool_first():
                         pool_first.apply(variables, features, spec)) < 1e-5
   with pytest.raises(ValueError, match="order"):
     U.UNFLinear(1, order="sideways").init(jax.random.PRNGKey(0), features, spec)
+
+
+@pytest.mark.parametrize("order", ["pool_first", "project_first"])
+def test_matrix_vector_pooling_agrees_with_native_reductions(monkeypatch, order):
+  params, spec = weight_spaces.transformer()
+  features = random_features(params, channels=3)
+  layer = U.UNFLinear(2, order=order)
+  variables = layer.init(jax.random.PRNGKey(0), features, spec)
+  native = layer.apply(variables, features, spec)
+  monkeypatch.setattr(layers, "_LONG_INNER_BLOCK", 1)  # every leading pool as a matvec
+  assert max_difference(layer.apply(variables, features, spec), native) < 1e-5
 
 
 def test_vmap_over_a_batch_of_weight_spaces():
