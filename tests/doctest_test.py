@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["unf_lopt.spec", "unf_lopt.spec_inference", "unf_lopt.basis", "unf_lopt.layers",
-           "unf_lopt.permutations"]
+           "unf_lopt.permutations", "unf_lopt.features", "unf_lopt.optimizer"]
 
 
 @pytest.mark.parametrize("name", MODULES)

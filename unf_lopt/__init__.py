@@ -3,7 +3,9 @@
 from unf_lopt.basis import bell_number, compile_plan, num_basis_terms, valid_partitions
 from unf_lopt.layers import (DeepSetLinear, InvariantPool, NFNLinear, UNFLinear,
                              invariant_pool, pointwise)
+from unf_lopt.optimizer import NominalLOpt
 from unf_lopt.spec_inference import infer_spec
+from unf_lopt.update_nets import UpdateNet
 from unf_lopt.spec import (FIXED, SpecError, attention_spec, conv_spec, dense_spec,
                            embed_spec, layer_norm_spec, mlp_spec, recurrent_cell_spec,
                            validate_spec)
@@ -14,8 +16,10 @@ __all__ = [
     "DeepSetLinear",
     "InvariantPool",
     "NFNLinear",
+    "NominalLOpt",
     "SpecError",
     "UNFLinear",
+    "UpdateNet",
     "attention_spec",
     "bell_number",
     "compile_plan",

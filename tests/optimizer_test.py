@@ -1,0 +1,153 @@
+"""Tests for the nominal-term learned optimizer: SGDM limit, equivariance, counts, NaN skips."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import unf_lopt as U
+import weight_spaces
+from unf_lopt.permutations import permute, sample_permutations
+
+
+def count(tree):
+  return sum(np.size(leaf) for leaf in jax.tree.leaves(tree))
+
+
+def random_like(params, seed):
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+  return jax.tree.unflatten(treedef, [jax.random.normal(k, np.shape(p)) for k, p in zip(keys, leaves)])
+
+
+def rnn_lm_spec_and_params():
+  """The UNF paper's RNN-LM weight space (PAPER_FACTS section 4)."""
+  shapes = {"embed": (259, 32), "w_ih": (32, 64), "b_ih": (64,), "w_hh": (64, 64), "b_hh": (64,),
+            "initial_state": (1, 64), "head": (64, 259), "head_bias": (259,)}
+  spec = {"embed": ("vocab", "e"), "w_ih": ("e", "h"), "b_ih": ("h",), "w_hh": ("h", "h"),
+          "b_hh": ("h",), "initial_state": ("state", "h"), "head": ("h", "vocab"),
+          "head_bias": ("vocab",)}
+  return {k: jnp.zeros(s) for k, s in shapes.items()}, spec
+
+
+def test_parameter_counts_reproduce_table_3():
+  params, spec = weight_spaces.mlp((64, 32, 10))
+  assert count(U.NominalLOpt("deepset").init(jax.random.PRNGKey(0))) == 2_788
+  assert count(U.NominalLOpt("unf", spec=spec, params_like=params).init(jax.random.PRNGKey(0))) == 3_783
+  assert count(U.NominalLOpt("nfn", spec=spec, params_like=params).init(jax.random.PRNGKey(0))) == 3_783
+  rnn_params, rnn_spec = rnn_lm_spec_and_params()
+  assert count(U.NominalLOpt("unf", spec=rnn_spec, params_like=rnn_params)
+               .init(jax.random.PRNGKey(0))) == 8_043
+  assert count(U.NominalLOpt("deepset", spec=rnn_spec, params_like=rnn_params)
+               .init(jax.random.PRNGKey(0))) == 2_788
+
+
+@pytest.mark.parametrize("kind", ["sgdm", "unf"])
+def test_beta_zero_is_sgd_with_momentum(kind):
+  params, spec = weight_spaces.mlp((5, 4, 3))
+  params = random_like(params, 0)
+  lopt = U.NominalLOpt(kind, spec=spec, params_like=params)
+  meta = lopt.init(jax.random.PRNGKey(1))
+  if kind == "unf":
+    meta = dict(meta, log_beta=jnp.float32(-jnp.inf))
+  opt = lopt.opt_fn(meta)
+  state = opt.init(params, num_steps=20)
+  reference = optax.sgd(learning_rate=0.1, momentum=0.9)
+  reference_params, reference_state = params, reference.init(params)
+  update = jax.jit(opt.update)
+  for step in range(20):
+    grads = random_like(params, 100 + step)
+    state = update(state, grads, loss=jnp.float32(1.0))
+    updates, reference_state = reference.update(grads, reference_state, reference_params)
+    reference_params = optax.apply_updates(reference_params, updates)
+    for a, b in zip(jax.tree.leaves(opt.get_params(state)), jax.tree.leaves(reference_params)):
+      np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+CASES = [("unf", "mlp"), ("nfn", "mlp"), ("unf", "cnn"), ("nfn", "cnn_fixed"), ("unf", "rnn"),
+         ("unf", "transformer")]
+
+
+@pytest.mark.parametrize("kind,space", CASES)
+def test_optimizer_step_is_equivariant(kind, space):
+  params, spec = weight_spaces.ALL[space]()
+  params = random_like(params, 0)
+  lopt = U.NominalLOpt(kind, spec=spec, params_like=params)
+  meta = dict(lopt.init(jax.random.PRNGKey(1)), log_beta=jnp.float32(0.0))  # beta = 1
+  opt = lopt.opt_fn(meta)
+  group_spec = spec
+  if kind == "nfn":  # NP permutes neurons only; filter taps are channels
+    group_spec = jax.tree.map(lambda a: (*[None] * (len(a) - 2), *a[-2:]) if len(a) > 2 else a,
+                              spec, is_leaf=lambda n: isinstance(n, tuple))
+  perms = sample_permutations(np.random.default_rng(2), group_spec, params)
+  move = lambda tree: permute(tree, group_spec, perms)
+  update = jax.jit(opt.update)
+  state, moved_state = opt.init(params), opt.init(move(params))
+  for step in range(2):
+    grads = random_like(params, 10 + step)
+    state = update(state, grads, loss=jnp.float32(1.0))
+    moved_state = update(moved_state, move(grads), loss=jnp.float32(1.0))
+  expected = move(opt.get_params(state))
+  for a, b in zip(jax.tree.leaves(opt.get_params(moved_state)), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  # and the learned term matters: with beta = 1 the step differs from SGDM
+  sgdm = U.NominalLOpt("sgdm").opt_fn(U.NominalLOpt("sgdm").init(jax.random.PRNGKey(0)))
+  sgdm_state = sgdm.init(params)
+  for step in range(2):
+    sgdm_state = sgdm.update(sgdm_state, random_like(params, 10 + step))
+  assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+      jax.tree.leaves(sgdm.get_params(sgdm_state)), jax.tree.leaves(opt.get_params(state)))) > 1e-3
+
+
+def test_deepset_step_is_equivariant_to_any_entry_permutation():
+  params = random_like({"w": jnp.zeros((4, 3)), "b": jnp.zeros(3)}, 0)
+  lopt = U.NominalLOpt("deepset")
+  opt = lopt.opt_fn(dict(lopt.init(jax.random.PRNGKey(1)), log_beta=jnp.float32(0.0)))
+  rng = np.random.default_rng(0)
+  orders = {k: rng.permutation(np.size(v)) for k, v in params.items()}
+  move = lambda tree: {k: v.reshape(-1)[orders[k]].reshape(v.shape) for k, v in tree.items()}
+  grads = random_like(params, 3)
+  a = opt.get_params(opt.update(opt.init(move(params)), move(grads)))
+  b = move(opt.get_params(opt.update(opt.init(params), grads)))
+  for k in params:
+    np.testing.assert_allclose(a[k], b[k], atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["unf", "sgdm", "adam"])
+def test_non_finite_steps_are_skipped_and_counted(kind):
+  params, spec = weight_spaces.mlp()
+  params = random_like(params, 0)
+  lopt = U.NominalLOpt(kind, spec=spec, params_like=params)
+  opt = lopt.opt_fn(lopt.init(jax.random.PRNGKey(0)))
+  update = jax.jit(opt.update)
+  state = update(opt.init(params), random_like(params, 1), loss=jnp.float32(2.0))
+  bad_grads = jax.tree.map(lambda g: g.at[(0,) * g.ndim].set(jnp.nan), random_like(params, 2))
+  skipped = update(state, bad_grads, loss=jnp.float32(2.0))
+  skipped = update(skipped, random_like(params, 2), loss=jnp.float32(jnp.inf))
+  assert int(skipped.skipped_steps) == 2 and int(skipped.step) == int(state.step) == 1
+  for a, b in zip(jax.tree.leaves(skipped), jax.tree.leaves(state.replace(skipped_steps=skipped.skipped_steps))):
+    np.testing.assert_array_equal(a, b)
+  recovered = update(skipped, random_like(params, 3), loss=jnp.float32(1.0))
+  assert int(recovered.step) == 2
+  assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(recovered))
+
+
+def test_spec_as_callable_or_inferred():
+  params, spec = weight_spaces.mlp()
+  params = random_like(params, 0)
+  for given in (U.mlp_spec, "infer"):
+    lopt = U.NominalLOpt("unf", spec=given, params_like=params)
+    opt = lopt.opt_fn(lopt.init(jax.random.PRNGKey(0)))
+    state = opt.update(opt.init(params), random_like(params, 1))
+    assert jax.tree.structure(opt.get_params(state)) == jax.tree.structure(params)
+
+
+def test_bad_configuration_errors():
+  with pytest.raises(ValueError, match="unknown update_net"):
+    U.NominalLOpt("lion")
+  with pytest.raises(ValueError, match="needs the weight-space spec"):
+    U.NominalLOpt("unf")
+  params, spec = weight_spaces.mlp()
+  with pytest.raises(ValueError, match="params_like"):
+    U.NominalLOpt("nfn", spec=spec).init(jax.random.PRNGKey(0))

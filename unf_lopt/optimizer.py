@@ -1,0 +1,226 @@
+"""The nominal-term learned optimizer (UNF paper Eq. 31; Harrison et al. 2022).
+
+    m_g   <- g * m_g + grad                     for g in MOMENTUM_DECAYS and for g0
+    W     <- W - alpha * (m_g0 + beta * f(features(W, grad, momenta, t)))
+
+Meta-parameters: the parameters of ``f`` and the scalars ``alpha``, ``beta``
+and ``g0``, stored as ``log_alpha``, ``log_beta`` and ``logit_g0`` so that
+``alpha, beta > 0`` and ``0 < g0 < 1`` (initial values 0.1, 0.001, 0.9). ``g0``
+is learned, so its accumulator is kept apart from the six fixed ones.
+
+The interface follows learned_optimization (``LearnedOptimizer.init`` ->
+meta-params, ``opt_fn(meta_params)`` -> an ``Optimizer`` with pure
+``init`` / ``update`` / ``get_params``):
+
+  >>> import jax, jax.numpy as jnp
+  >>> params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+  >>> lopt = NominalLOpt("sgdm")
+  >>> opt = lopt.opt_fn(lopt.init(jax.random.PRNGKey(0)))
+  >>> state = opt.init(params, num_steps=10)
+  >>> state = jax.jit(opt.update)(state, jax.tree.map(jnp.ones_like, params), loss=jnp.float32(1.0))
+  >>> round(float(opt.get_params(state)["w"][0, 0]), 4)
+  0.9
+
+A step whose gradient or loss is not finite is skipped: parameters, momenta
+and the step counter stay as they were and ``state.skipped_steps`` counts it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from unf_lopt import features as features_lib
+from unf_lopt.spec import FIXED, validate_spec
+from unf_lopt.spec_inference import infer_spec
+from unf_lopt.update_nets import UPDATE_NETS, UpdateNet
+
+PyTree = Any
+KINDS = (*UPDATE_NETS, "sgdm", "adam")
+INITIAL_ALPHA, INITIAL_BETA, INITIAL_G0 = 0.1, 1e-3, 0.9
+ADAM_LEARNING_RATE = 1e-3  # optax's usual default; not meta-tuned
+
+
+@flax.struct.dataclass
+class NominalState:
+  """State of the nominal-term optimizer; a pytree with a fixed structure."""
+
+  params: PyTree
+  momenta: tuple  # one accumulator pytree per features.MOMENTUM_DECAYS
+  nominal_momentum: PyTree  # the accumulator of the learned decay g0
+  step: jax.Array
+  skipped_steps: jax.Array
+  num_steps: jax.Array
+
+
+@flax.struct.dataclass
+class AdamState:
+  params: PyTree
+  adam: optax.OptState
+  step: jax.Array
+  skipped_steps: jax.Array
+  num_steps: jax.Array
+
+
+def _all_finite(tree: PyTree, loss) -> jax.Array:
+  finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+  if loss is not None:
+    finite = finite & jnp.all(jnp.isfinite(loss))
+  return finite
+
+
+def _keep_if(condition: jax.Array, new: PyTree, old: PyTree) -> PyTree:
+  return jax.tree.map(lambda n, o: jnp.where(condition, n, o), new, old)
+
+
+def _trivial_spec(params: PyTree) -> PyTree:
+  return jax.tree.map(lambda p: (FIXED,) * jnp.ndim(p), params)
+
+
+class NominalOptimizer:
+  """An optimizer with fixed meta-parameters (what ``opt_fn`` returns)."""
+
+  def __init__(self, lopt: "NominalLOpt", meta_params: PyTree):
+    self.lopt = lopt
+    self.meta_params = meta_params
+
+  def init(self, params: PyTree, num_steps: int | None = None, key=None) -> NominalState:
+    del key  # deterministic
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    return NominalState(params=params, momenta=features_lib.init_momenta(params),
+                        nominal_momentum=zeros, step=jnp.asarray(0, jnp.int32),
+                        skipped_steps=jnp.asarray(0, jnp.int32),
+                        num_steps=jnp.asarray(-1 if num_steps is None else num_steps, jnp.int32))
+
+  def get_params(self, state: NominalState) -> PyTree:
+    return state.params
+
+  def direction(self, state: NominalState, grads: PyTree) -> tuple[PyTree, NominalState]:
+    """The step ``alpha * (m_g0 + beta * f)`` (subtract it) and the advanced state."""
+    meta = self.meta_params
+    alpha = jnp.exp(meta["log_alpha"])
+    g0 = jax.nn.sigmoid(meta["logit_g0"])
+    nominal = jax.tree.map(lambda m, g: g0 * m + g, state.nominal_momentum, grads)
+    momenta = features_lib.update_momenta(state.momenta, grads)
+    if self.lopt.update_net in UPDATE_NETS:
+      beta = jnp.exp(meta["log_beta"])
+      inputs = features_lib.build_features(state.params, grads, momenta, state.step)
+      spec = self.lopt.resolve_spec(state.params)
+      learned = UpdateNet(self.lopt.update_net, self.lopt.hidden, self.lopt.depth).apply(
+          meta["update_net"], inputs, spec)
+      step = jax.tree.map(lambda m, f: alpha * (m + beta * f.astype(m.dtype)), nominal, learned)
+    else:
+      step = jax.tree.map(lambda m: alpha * m, nominal)
+    new_state = state.replace(momenta=momenta, nominal_momentum=nominal, step=state.step + 1)
+    return step, new_state
+
+  def update(self, state: NominalState, grads: PyTree, loss=None, **unused) -> NominalState:
+    del unused
+    step, advanced = self.direction(state, grads)
+    advanced = advanced.replace(params=jax.tree.map(lambda w, s: w - s.astype(w.dtype),
+                                                    state.params, step))
+    finite = _all_finite(grads, loss)
+    kept = _keep_if(finite, advanced, state)
+    return kept.replace(skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
+
+
+class AdamOptimizer:
+  """Plain Adam (``ADAM_LEARNING_RATE``) behind the same interface: a fixed baseline."""
+
+  def __init__(self, learning_rate: float = ADAM_LEARNING_RATE):
+    self.transform = optax.adam(learning_rate)
+
+  def init(self, params: PyTree, num_steps: int | None = None, key=None) -> AdamState:
+    del key
+    return AdamState(params=params, adam=self.transform.init(params),
+                     step=jnp.asarray(0, jnp.int32), skipped_steps=jnp.asarray(0, jnp.int32),
+                     num_steps=jnp.asarray(-1 if num_steps is None else num_steps, jnp.int32))
+
+  def get_params(self, state: AdamState) -> PyTree:
+    return state.params
+
+  def update(self, state: AdamState, grads: PyTree, loss=None, **unused) -> AdamState:
+    del unused
+    updates, adam = self.transform.update(grads, state.adam, state.params)
+    advanced = state.replace(params=optax.apply_updates(state.params, updates), adam=adam,
+                             step=state.step + 1)
+    finite = _all_finite(grads, loss)
+    return _keep_if(finite, advanced, state).replace(
+        skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
+
+
+class NominalLOpt:
+  """The learned optimizer: meta-parameters in, an optimizer out.
+
+  Args:
+    update_net: ``"unf"``, ``"nfn"``, ``"deepset"``, ``"sgdm"`` (beta fixed at 0,
+      alpha and g0 still learned) or ``"adam"`` (fixed, nothing learned).
+    spec: weight-space spec of the optimized parameters, a callable
+      ``params -> spec``, or ``"infer"`` for :func:`unf_lopt.infer_spec`.
+      Needed for ``unf`` and ``nfn``; others ignore it.
+    params_like: the optimized parameters (or arrays of their shapes); needed
+      by ``init`` for ``unf`` and ``nfn`` whose size depends on the weight space.
+    hidden, depth: the DeepSet trunk of the update network.
+  """
+
+  def __init__(self, update_net: str = "unf", spec: PyTree | Callable | str | None = None,
+               params_like: PyTree | None = None, hidden: int = 32, depth: int = 3):
+    if update_net not in KINDS:
+      raise ValueError(f"unknown update_net {update_net!r}; expected one of {KINDS}")
+    if update_net in ("unf", "nfn") and spec is None:
+      raise ValueError(f"update_net={update_net!r} needs the weight-space spec: pass spec=... "
+                       "(a spec pytree, a callable of the params, or 'infer')")
+    self.update_net = update_net
+    self.spec = spec
+    self.params_like = params_like
+    self.hidden = hidden
+    self.depth = depth
+
+  @property
+  def name(self) -> str:
+    return f"NominalLOpt_{self.update_net}"
+
+  def resolve_spec(self, params: PyTree) -> PyTree:
+    if self.spec is None:
+      return _trivial_spec(params)
+    if isinstance(self.spec, str):
+      if self.spec != "infer":
+        raise ValueError(f"spec={self.spec!r}: the only string accepted is 'infer'")
+      spec = infer_spec(params)
+    elif callable(self.spec):
+      spec = self.spec(params)
+    else:
+      spec = self.spec
+    validate_spec(spec, params)
+    return spec
+
+  def init(self, key: jax.Array) -> PyTree:
+    """Initial meta-parameters."""
+    if self.update_net == "adam":
+      return {}
+    meta = {"log_alpha": jnp.asarray(math.log(INITIAL_ALPHA), jnp.float32),
+            "logit_g0": jnp.asarray(math.log(INITIAL_G0 / (1 - INITIAL_G0)), jnp.float32)}
+    if self.update_net in UPDATE_NETS:
+      if self.params_like is None and self.update_net != "deepset":
+        raise ValueError(f"NominalLOpt({self.update_net!r}).init needs the parameter shapes: "
+                         "pass params_like=... (the optimized params)")
+      like = self.params_like if self.params_like is not None else {"w": jnp.zeros((1,))}
+      spec = self.resolve_spec(like)
+      inputs = jax.tree.map(
+          lambda p: jnp.zeros((*jnp.shape(p), features_lib.NUM_FEATURES), jnp.float32), like)
+      net = UpdateNet(self.update_net, self.hidden, self.depth)
+      meta["update_net"] = jax.jit(lambda k: net.init(k, inputs, spec))(key)
+      meta["log_beta"] = jnp.asarray(math.log(INITIAL_BETA), jnp.float32)
+    return meta
+
+  def opt_fn(self, meta_params: PyTree, is_training: bool = False):
+    del is_training
+    if self.update_net == "adam":
+      return AdamOptimizer()
+    return NominalOptimizer(self, meta_params)
