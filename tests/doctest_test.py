@@ -6,7 +6,8 @@ import importlib
 import pytest
 
 MODULES = ["unf_lopt.spec", "unf_lopt.spec_inference", "unf_lopt.basis", "unf_lopt.layers",
-           "unf_lopt.permutations", "unf_lopt.features", "unf_lopt.optimizer"]
+           "unf_lopt.permutations", "unf_lopt.features", "unf_lopt.optimizer",
+           "unf_lopt.optax_adapter", "unf_lopt.checkpoint"]
 
 
 @pytest.mark.parametrize("name", MODULES)

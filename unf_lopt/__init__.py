@@ -3,7 +3,10 @@
 from unf_lopt.basis import bell_number, compile_plan, num_basis_terms, valid_partitions
 from unf_lopt.layers import (DeepSetLinear, InvariantPool, NFNLinear, UNFLinear,
                              invariant_pool, pointwise)
+from unf_lopt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from unf_lopt.optax_adapter import as_optax
 from unf_lopt.optimizer import NominalLOpt
+from unf_lopt.pretrained import available_pretrained, pretrained
 from unf_lopt.spec_inference import infer_spec
 from unf_lopt.update_nets import UpdateNet
 from unf_lopt.spec import (FIXED, SpecError, attention_spec, conv_spec, dense_spec,
@@ -11,6 +14,7 @@ from unf_lopt.spec import (FIXED, SpecError, attention_spec, conv_spec, dense_sp
                            validate_spec)
 
 __all__ = [
+    "CheckpointError",
     "FIXED",
     "infer_spec",
     "DeepSetLinear",
@@ -20,7 +24,9 @@ __all__ = [
     "SpecError",
     "UNFLinear",
     "UpdateNet",
+    "as_optax",
     "attention_spec",
+    "available_pretrained",
     "bell_number",
     "compile_plan",
     "conv_spec",
@@ -28,10 +34,13 @@ __all__ = [
     "embed_spec",
     "invariant_pool",
     "layer_norm_spec",
+    "load_checkpoint",
     "mlp_spec",
     "num_basis_terms",
     "pointwise",
+    "pretrained",
     "recurrent_cell_spec",
+    "save_checkpoint",
     "valid_partitions",
     "validate_spec",
 ]

@@ -68,14 +68,14 @@ class AdamState:
   num_steps: jax.Array
 
 
-def _all_finite(tree: PyTree, loss) -> jax.Array:
+def all_finite(tree: PyTree, loss) -> jax.Array:
   finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
   if loss is not None:
     finite = finite & jnp.all(jnp.isfinite(loss))
   return finite
 
 
-def _keep_if(condition: jax.Array, new: PyTree, old: PyTree) -> PyTree:
+def keep_if(condition: jax.Array, new: PyTree, old: PyTree) -> PyTree:
   return jax.tree.map(lambda n, o: jnp.where(condition, n, o), new, old)
 
 
@@ -125,8 +125,8 @@ class NominalOptimizer:
     step, advanced = self.direction(state, grads)
     advanced = advanced.replace(params=jax.tree.map(lambda w, s: w - s.astype(w.dtype),
                                                     state.params, step))
-    finite = _all_finite(grads, loss)
-    kept = _keep_if(finite, advanced, state)
+    finite = all_finite(grads, loss)
+    kept = keep_if(finite, advanced, state)
     return kept.replace(skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
 
 
@@ -150,8 +150,8 @@ class AdamOptimizer:
     updates, adam = self.transform.update(grads, state.adam, state.params)
     advanced = state.replace(params=optax.apply_updates(state.params, updates), adam=adam,
                              step=state.step + 1)
-    finite = _all_finite(grads, loss)
-    return _keep_if(finite, advanced, state).replace(
+    finite = all_finite(grads, loss)
+    return keep_if(finite, advanced, state).replace(
         skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
 
 

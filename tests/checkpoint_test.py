@@ -1,0 +1,79 @@
+"""Tests for checkpoints: bit-exact round trips, atomic overwrite, clear errors."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import unf_lopt as U
+import weight_spaces
+
+
+def saved_unf(tmp_path):
+  params, spec = weight_spaces.cnn(spatial=(None, None))
+  lopt = U.NominalLOpt("unf", spec=spec, params_like=params)
+  meta = lopt.init(jax.random.PRNGKey(0))
+  path = tmp_path / "unf_cnn"
+  U.save_checkpoint(path, lopt, meta, metadata={"task": "tiny", "outer_steps": 3})
+  return path, lopt, meta, params
+
+
+def test_round_trip_is_bit_exact_and_rebuilds_the_optimizer(tmp_path):
+  path, lopt, meta, params = saved_unf(tmp_path)
+  loaded_lopt, loaded = U.load_checkpoint(path)
+  assert loaded_lopt.update_net == "unf" and loaded_lopt.spec == lopt.spec
+  assert jax.tree.structure(loaded) == jax.tree.structure(meta)
+  for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(meta)):
+    assert np.asarray(a).dtype == np.asarray(b).dtype
+    np.testing.assert_array_equal(a, b)
+  grads = jax.tree.map(jnp.ones_like, params)
+  ours = lopt.opt_fn(meta).update(lopt.opt_fn(meta).init(params), grads)
+  theirs = loaded_lopt.opt_fn(loaded).update(loaded_lopt.opt_fn(loaded).init(params), grads)
+  for a, b in zip(jax.tree.leaves(ours.params), jax.tree.leaves(theirs.params)):
+    np.testing.assert_array_equal(a, b)
+  from unf_lopt.checkpoint import read_metadata
+  assert read_metadata(path)["task"] == "tiny"
+
+
+def test_overwrite_replaces_the_checkpoint_and_leaves_no_staging(tmp_path):
+  path, lopt, meta, _ = saved_unf(tmp_path)
+  changed = jax.tree.map(lambda a: a + 1, meta)
+  U.save_checkpoint(path, lopt, changed)
+  _, loaded = U.load_checkpoint(path)
+  np.testing.assert_array_equal(loaded["log_alpha"], changed["log_alpha"])
+  assert sorted(os.listdir(tmp_path)) == ["unf_cnn"]
+
+
+def test_truncated_parameters_are_detected(tmp_path):
+  path, *_ = saved_unf(tmp_path)
+  data = (path / "meta_params.msgpack").read_bytes()
+  (path / "meta_params.msgpack").write_bytes(data[: len(data) // 2])
+  with pytest.raises(U.CheckpointError, match="meta_params.msgpack.*truncated or corrupted"):
+    U.load_checkpoint(path)
+
+
+def test_corrupted_config_is_detected(tmp_path):
+  path, *_ = saved_unf(tmp_path)
+  (path / "optimizer.json").write_text('{"format": "unf-lopt-checkpoint", "upd')
+  with pytest.raises(U.CheckpointError, match="optimizer.json.*not valid JSON"):
+    U.load_checkpoint(path)
+
+
+def test_foreign_and_missing_checkpoints_are_rejected(tmp_path):
+  foreign = tmp_path / "foreign"
+  foreign.mkdir()
+  (foreign / "optimizer.json").write_text(json.dumps({"format": "orbax"}))
+  (foreign / "meta_params.msgpack").write_bytes(b"\x80\x04pickle")
+  with pytest.raises(U.CheckpointError, match="not an unf-lopt checkpoint"):
+    U.load_checkpoint(foreign)
+  with pytest.raises(U.CheckpointError, match="expected optimizer.json"):
+    U.load_checkpoint(tmp_path / "nothing_here")
+
+
+def test_unknown_pretrained_name_lists_what_exists():
+  with pytest.raises(KeyError, match="no pretrained optimizer named 'nope'; available"):
+    U.pretrained("nope")
+  assert isinstance(U.available_pretrained(), list)

@@ -1,0 +1,163 @@
+"""Saving and loading learned optimizers: a self-describing directory, no pickle.
+
+A checkpoint is a directory holding
+
+* ``optimizer.json``: the format tag and version, the optimizer kind and
+  architecture, its weight-space spec, free-form ``metadata``, the versions
+  that wrote it, and the SHA-256 of the parameter file;
+* ``meta_params.msgpack``: the meta-parameters (``flax.serialization``'s
+  msgpack encoding of plain arrays, which cannot run code when read).
+
+It is written to a temporary sibling directory and renamed into place, so a
+crash mid-write leaves the previous checkpoint intact. Loading checks the tag,
+the version and the checksum, and raises :class:`CheckpointError` naming the
+file for anything truncated, corrupted or foreign.
+
+Example:
+  >>> import tempfile, jax, unf_lopt
+  >>> lopt = unf_lopt.NominalLOpt("sgdm")
+  >>> path = tempfile.mkdtemp() + "/sgdm"
+  >>> save_checkpoint(path, lopt, lopt.init(jax.random.PRNGKey(0)), metadata={"task": "demo"})
+  >>> restored, meta_params = load_checkpoint(path)
+  >>> restored.update_net, sorted(meta_params)
+  ('sgdm', ['log_alpha', 'logit_g0'])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import flax
+import flax.serialization
+import jax
+import numpy as np
+
+from unf_lopt.optimizer import NominalLOpt
+
+PyTree = Any
+FORMAT = "unf-lopt-checkpoint"
+FORMAT_VERSION = 1
+CONFIG_FILE = "optimizer.json"
+PARAMS_FILE = "meta_params.msgpack"
+
+
+class CheckpointError(ValueError):
+  """A checkpoint is missing, truncated, corrupted or not ours."""
+
+
+def _spec_to_json(spec: PyTree, where: str = "spec") -> Any:
+  if isinstance(spec, Mapping):
+    return {str(k): _spec_to_json(v, f"{where}/{k}") for k, v in spec.items()}
+  if isinstance(spec, tuple):
+    for name in spec:
+      if not (name is None or isinstance(name, (str, int))):
+        raise CheckpointError(f"cannot store axis name {name!r} at '{where}': checkpoints keep "
+                              "str, int or None names")
+    return list(spec)
+  raise CheckpointError(f"cannot store spec node of type {type(spec).__name__} at '{where}'; "
+                        "checkpoints keep specs made of dicts and axis tuples")
+
+
+def _spec_from_json(node: Any) -> PyTree:
+  if isinstance(node, dict):
+    return {k: _spec_from_json(v) for k, v in node.items()}
+  return tuple(node)
+
+
+def _stored_spec(lopt: NominalLOpt) -> Any:
+  if lopt.spec is None or lopt.spec == "infer":
+    return lopt.spec
+  if callable(lopt.spec):
+    if lopt.params_like is None:
+      raise CheckpointError("the optimizer's spec is a function; give the NominalLOpt "
+                            "params_like=... so the resolved spec can be stored")
+    return _spec_to_json(lopt.resolve_spec(lopt.params_like))
+  return _spec_to_json(lopt.spec)
+
+
+def save_checkpoint(path: str | os.PathLike, lopt: NominalLOpt, meta_params: PyTree,
+                    metadata: Mapping[str, Any] | None = None) -> None:
+  """Writes ``lopt`` and ``meta_params`` to the directory ``path``, atomically."""
+  path = Path(path)
+  payload = flax.serialization.msgpack_serialize(
+      jax.tree.map(np.asarray, flax.serialization.to_state_dict(meta_params)))
+  config = {
+      "format": FORMAT, "format_version": FORMAT_VERSION,
+      "update_net": lopt.update_net, "hidden": lopt.hidden, "depth": lopt.depth,
+      "spec": _stored_spec(lopt), "metadata": dict(metadata or {}),
+      "versions": {"jax": jax.__version__, "flax": flax.__version__, "numpy": np.__version__},
+      "meta_params_sha256": hashlib.sha256(payload).hexdigest(),
+  }
+  text = json.dumps(config, indent=2, sort_keys=True)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+  try:
+    (staging / PARAMS_FILE).write_bytes(payload)
+    (staging / CONFIG_FILE).write_text(text)
+    for name in (PARAMS_FILE, CONFIG_FILE):
+      with open(staging / name, "rb") as handle:
+        os.fsync(handle.fileno())
+    retired = None
+    if path.exists():
+      retired = path.with_name(f".{path.name}.old-{os.getpid()}")
+      os.replace(path, retired)
+    os.replace(staging, path)
+    if retired is not None:
+      shutil.rmtree(retired, ignore_errors=True)
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[NominalLOpt, PyTree]:
+  """Reads a checkpoint written by :func:`save_checkpoint`.
+
+  Returns:
+    The optimizer and its meta-parameters.
+
+  Raises:
+    CheckpointError: naming the file when it is missing, truncated, corrupted
+      or was not written by unf-lopt.
+  """
+  path = Path(path)
+  config_path, params_path = path / CONFIG_FILE, path / PARAMS_FILE
+  if not config_path.is_file() or not params_path.is_file():
+    raise CheckpointError(f"'{path}' is not an unf-lopt checkpoint: expected {CONFIG_FILE} and "
+                          f"{PARAMS_FILE} inside it")
+  try:
+    config = json.loads(config_path.read_text())
+  except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    raise CheckpointError(f"'{config_path}' is not valid JSON ({error}); the checkpoint is "
+                          "truncated or corrupted") from error
+  if not isinstance(config, dict) or config.get("format") != FORMAT:
+    raise CheckpointError(f"'{config_path}' is not an unf-lopt checkpoint (format tag missing)")
+  if config.get("format_version") != FORMAT_VERSION:
+    raise CheckpointError(f"'{config_path}' has format version {config.get('format_version')}; "
+                          f"this unf-lopt reads version {FORMAT_VERSION}")
+  payload = params_path.read_bytes()
+  if hashlib.sha256(payload).hexdigest() != config.get("meta_params_sha256"):
+    raise CheckpointError(f"'{params_path}' does not match the checksum in {CONFIG_FILE}; "
+                          "the checkpoint is truncated or corrupted")
+  try:
+    meta_params = flax.serialization.msgpack_restore(payload)
+  except Exception as error:  # the msgpack reader raises several types
+    raise CheckpointError(f"'{params_path}' cannot be decoded ({error})") from error
+  spec = config.get("spec")
+  if spec is not None and spec != "infer":
+    spec = _spec_from_json(spec)
+  lopt = NominalLOpt(config["update_net"], spec=spec, hidden=config["hidden"],
+                     depth=config["depth"])
+  return lopt, meta_params
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+  """The ``metadata`` (and versions) stored with a checkpoint, without loading it."""
+  config = json.loads((Path(path) / CONFIG_FILE).read_text())
+  return {**config.get("metadata", {}), "versions": config.get("versions", {})}
