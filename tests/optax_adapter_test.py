@@ -96,3 +96,17 @@ def test_update_without_params_is_a_clear_error():
   tx = learned_transform(params, "sgdm")
   with pytest.raises(ValueError, match="needs params"):
     tx.update(params, tx.init(params))
+
+
+def test_works_as_an_nnx_optimizer():
+  from flax import nnx
+  model = nnx.Linear(4, 2, rngs=nnx.Rngs(0))
+  like = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  lopt = U.NominalLOpt("unf", spec={"kernel": ("a", "b"), "bias": ("b",)}, params_like=like)
+  optimizer = nnx.Optimizer(model, U.as_optax(lopt, lopt.init(jax.random.PRNGKey(0))), wrt=nnx.Param)
+  x = jnp.ones((3, 4))
+  loss_fn = lambda m: jnp.mean(m(x) ** 2)
+  first = loss_fn(model)
+  for _ in range(20):
+    optimizer.update(model, nnx.grad(loss_fn)(model))
+  assert loss_fn(model) < 0.5 * first
