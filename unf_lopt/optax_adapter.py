@@ -23,8 +23,9 @@ counted.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
@@ -34,7 +35,8 @@ from unf_lopt import optimizer as optimizer_lib
 PyTree = Any
 
 
-class LearnedOptimizerState(NamedTuple):
+@flax.struct.dataclass
+class LearnedOptimizerState:
   """Optimizer state without the params (optax passes those in)."""
 
   momenta: tuple
@@ -76,10 +78,8 @@ def as_optax(lopt: optimizer_lib.NominalLOpt, meta_params: PyTree,
     step, advanced = opt.direction(full, updates)
     finite = optimizer_lib.all_finite(updates, value)
     new_updates = jax.tree.map(lambda s, p: jnp.where(finite, -s, 0).astype(p.dtype), step, params)
-    new_state = LearnedOptimizerState(advanced.momenta, advanced.nominal_momentum, advanced.step,
-                                      state.skipped_steps, state.num_steps)
-    new_state = optimizer_lib.keep_if(finite, new_state, state)
-    return new_updates, new_state._replace(
-        skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
+    new_state = state.replace(momenta=advanced.momenta, nominal_momentum=advanced.nominal_momentum,
+                              step=advanced.step)
+    return new_updates, optimizer_lib.skip_unless_finite(finite, new_state, state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -79,6 +79,21 @@ def keep_if(condition: jax.Array, new: PyTree, old: PyTree) -> PyTree:
   return jax.tree.map(lambda n, o: jnp.where(condition, n, o), new, old)
 
 
+def skip_unless_finite(finite: jax.Array, advanced, state):
+  """``advanced`` after a finite step; else ``state`` with the skip counted.
+
+  Both are flax struct dataclasses with a ``skipped_steps`` counter.
+  """
+  kept = keep_if(finite, advanced, state)
+  return kept.replace(skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
+
+
+def _counters(num_steps: int | None) -> dict[str, jax.Array]:
+  """Initial ``step``, ``skipped_steps`` and ``num_steps`` (-1: not given)."""
+  return {"step": jnp.asarray(0, jnp.int32), "skipped_steps": jnp.asarray(0, jnp.int32),
+          "num_steps": jnp.asarray(-1 if num_steps is None else num_steps, jnp.int32)}
+
+
 def _trivial_spec(params: PyTree) -> PyTree:
   return jax.tree.map(lambda p: (FIXED,) * jnp.ndim(p), params)
 
@@ -94,9 +109,7 @@ class NominalOptimizer:
     del key  # deterministic
     zeros = jax.tree.map(jnp.zeros_like, params)
     return NominalState(params=params, momenta=features_lib.init_momenta(params),
-                        nominal_momentum=zeros, step=jnp.asarray(0, jnp.int32),
-                        skipped_steps=jnp.asarray(0, jnp.int32),
-                        num_steps=jnp.asarray(-1 if num_steps is None else num_steps, jnp.int32))
+                        nominal_momentum=zeros, **_counters(num_steps))
 
   def get_params(self, state: NominalState) -> PyTree:
     return state.params
@@ -125,9 +138,7 @@ class NominalOptimizer:
     step, advanced = self.direction(state, grads)
     advanced = advanced.replace(params=jax.tree.map(lambda w, s: w - s.astype(w.dtype),
                                                     state.params, step))
-    finite = all_finite(grads, loss)
-    kept = keep_if(finite, advanced, state)
-    return kept.replace(skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
+    return skip_unless_finite(all_finite(grads, loss), advanced, state)
 
 
 class AdamOptimizer:
@@ -138,9 +149,7 @@ class AdamOptimizer:
 
   def init(self, params: PyTree, num_steps: int | None = None, key=None) -> AdamState:
     del key
-    return AdamState(params=params, adam=self.transform.init(params),
-                     step=jnp.asarray(0, jnp.int32), skipped_steps=jnp.asarray(0, jnp.int32),
-                     num_steps=jnp.asarray(-1 if num_steps is None else num_steps, jnp.int32))
+    return AdamState(params=params, adam=self.transform.init(params), **_counters(num_steps))
 
   def get_params(self, state: AdamState) -> PyTree:
     return state.params
@@ -150,9 +159,7 @@ class AdamOptimizer:
     updates, adam = self.transform.update(grads, state.adam, state.params)
     advanced = state.replace(params=optax.apply_updates(state.params, updates), adam=adam,
                              step=state.step + 1)
-    finite = all_finite(grads, loss)
-    return keep_if(finite, advanced, state).replace(
-        skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
+    return skip_unless_finite(all_finite(grads, loss), advanced, state)
 
 
 class NominalLOpt:
