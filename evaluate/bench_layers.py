@@ -19,12 +19,13 @@ import argparse
 import math
 import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import unf_lopt as U
+from evaluate.paper_networks import weight_space
+from evaluate.timing import best_time
 from unf_lopt import basis
 from unf_lopt.spec import tensor_infos
 
@@ -32,75 +33,6 @@ CHANNELS_IN = 32
 BATCH = 16  # parallel inner runs of PES: the update net runs vmapped over them
 DENSE_REFERENCE_LIMIT = 3_000  # entries; the dense maps grow with its square
 BATCH_LIMIT = 100_000  # entries; larger specs are timed unbatched only
-
-
-class MLP(nn.Module):
-  @nn.compact
-  def __call__(self, x):
-    return nn.Dense(10)(nn.relu(nn.Dense(32)(x)))
-
-
-class CNN(nn.Module):
-  @nn.compact
-  def __call__(self, x):
-    x = nn.relu(nn.Conv(16, (3, 3), strides=2)(x))
-    x = nn.relu(nn.Conv(32, (3, 3))(x))
-    return nn.Dense(10)(x.mean(axis=(1, 2)))
-
-
-class RNNLM(nn.Module):
-  vocab: int = 259
-
-  @nn.compact
-  def __call__(self, tokens):
-    x = nn.RNN(nn.SimpleCell(64))(nn.Embed(self.vocab, 32)(tokens))
-    return nn.Dense(self.vocab)(x)
-
-
-class Block(nn.Module):
-  @nn.compact
-  def __call__(self, x):
-    x = x + nn.MultiHeadDotProductAttention(num_heads=4, qkv_features=128)(nn.LayerNorm()(x))
-    return x + nn.Dense(32)(nn.gelu(nn.Dense(128)(nn.LayerNorm()(x))))
-
-
-class TransformerLM(nn.Module):
-  vocab: int = 32_000
-
-  @nn.compact
-  def __call__(self, tokens):
-    x = Block()(Block()(nn.Embed(self.vocab, 32)(tokens)))
-    return nn.Dense(self.vocab)(nn.LayerNorm()(x))
-
-
-def weight_space(name: str):
-  """(params, spec) of the paper task's network, spec by ``infer_spec``."""
-  key = jax.random.PRNGKey(0)
-  if name == "mlp":
-    params = MLP().init(key, jnp.zeros((1, 64)))["params"]
-  elif name == "cnn":
-    params = CNN().init(key, jnp.zeros((1, 16, 16, 3)))["params"]
-  elif name == "rnn":
-    params = dict(RNNLM().init(key, jnp.zeros((1, 4), jnp.int32))["params"])
-    params["initial_state"] = jnp.zeros((1, 64))
-    return params, U.infer_spec(params, overrides={"initial_state": (None, "SimpleCell_0.out")})
-  elif name == "transformer":
-    params = TransformerLM().init(key, jnp.zeros((1, 4), jnp.int32))["params"]
-  else:
-    raise ValueError(f"unknown spec {name!r}")
-  return params, U.infer_spec(params)
-
-
-def _best_time(fn, repeats: int) -> float:
-  jax.block_until_ready(fn())
-  best = math.inf
-  for _ in range(5):
-    start = time.perf_counter()
-    for _ in range(repeats):
-      out = fn()
-    jax.block_until_ready(out)
-    best = min(best, (time.perf_counter() - start) / repeats)
-  return best
 
 
 def _term_matrix(out_shape, in_shape, term) -> np.ndarray:
@@ -125,18 +57,18 @@ def dense_reference(params, spec, variables):
   plan = basis.compile_plan(tuple(i.axes for i in infos))
   p = variables["params"]
   matrices = []
-  for info, tensor_plan in zip(infos, plan.tensors):
+  for out_index, (info, tensor_plan) in enumerate(zip(infos, plan.tensors)):
     kernel = p[f"kernel[{info.path}]"]
     for row, (in_index, term) in enumerate(tensor_plan.terms):
-      matrices.append((info, in_index, jnp.asarray(_term_matrix(info.shape, infos[in_index].shape, term)),
+      matrices.append((out_index, in_index,
+                       jnp.asarray(_term_matrix(info.shape, infos[in_index].shape, term)),
                        kernel[row * CHANNELS_IN:(row + 1) * CHANNELS_IN]))
   build = time.perf_counter() - start
 
   @jax.jit
   def forward(leaves):
     outputs = [0.0] * len(infos)
-    for index, (info, in_index, matrix, coefficients) in enumerate(matrices):
-      out_index = infos.index(info)
+    for out_index, in_index, matrix, coefficients in matrices:
       x = leaves[in_index].reshape(-1, CHANNELS_IN)
       outputs[out_index] = outputs[out_index] + matrix @ (x @ coefficients)
     return outputs
@@ -154,22 +86,22 @@ def bench(name: str, repeats: int) -> dict[str, float]:
   forward = jax.jit(lambda v, x: unf.apply(v, x, spec)).lower(variables, features).compile()
   build = time.perf_counter() - start
   row = {"entries": entries, "build_s": build,
-         "unf_us": 1e6 * _best_time(lambda: forward(variables, features), repeats)}
+         "unf_us": 1e6 * best_time(lambda: forward(variables, features), repeats)}
   deepset = U.DeepSetLinear(1)
   ds_vars = deepset.init(jax.random.PRNGKey(0), features, spec)
   ds_forward = jax.jit(lambda v, x: deepset.apply(v, x, spec))
-  row["deepset_us"] = 1e6 * _best_time(lambda: ds_forward(ds_vars, features), repeats)
+  row["deepset_us"] = 1e6 * best_time(lambda: ds_forward(ds_vars, features), repeats)
   if entries <= BATCH_LIMIT:
     batch = jax.tree.map(lambda a: jnp.stack([a] * BATCH), features)
     unf_batched = jax.jit(jax.vmap(lambda x: unf.apply(variables, x, spec)))
     ds_batched = jax.jit(jax.vmap(lambda x: deepset.apply(ds_vars, x, spec)))
-    row["unf_batched_us"] = 1e6 * _best_time(lambda: unf_batched(batch), max(1, repeats // 4))
-    row["deepset_batched_us"] = 1e6 * _best_time(lambda: ds_batched(batch), max(1, repeats // 4))
+    row["unf_batched_us"] = 1e6 * best_time(lambda: unf_batched(batch), max(1, repeats // 4))
+    row["deepset_batched_us"] = 1e6 * best_time(lambda: ds_batched(batch), max(1, repeats // 4))
   if entries <= DENSE_REFERENCE_LIMIT:
     dense_build, dense_forward = dense_reference(params, spec, variables)
     leaves = jax.tree.leaves(features)
     row["dense_build_s"] = dense_build
-    row["dense_us"] = 1e6 * _best_time(lambda: dense_forward(leaves), max(1, repeats // 10))
+    row["dense_us"] = 1e6 * best_time(lambda: dense_forward(leaves), max(1, repeats // 10))
   return row
 
 

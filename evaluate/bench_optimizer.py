@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import unf_lopt as U
-from evaluate.bench_layers import _best_time, weight_space
+from evaluate.paper_networks import weight_space
+from evaluate.timing import best_time
 from unf_lopt.spec import SpecError
 
 KINDS = ("unf", "nfn", "deepset", "sgdm", "adam")
@@ -40,7 +41,7 @@ def step_cost(kind: str, params, spec, repeats: int) -> tuple[float, float] | No
   analysis = compiled.cost_analysis()
   analysis = analysis[0] if isinstance(analysis, list) else analysis
   size = sum(np.size(p) for p in jax.tree.leaves(params))
-  seconds = _best_time(lambda: compiled(state, grads), repeats)
+  seconds = best_time(lambda: compiled(state, grads), repeats)
   return seconds, float(analysis.get("flops", 0.0)) / size
 
 

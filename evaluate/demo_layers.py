@@ -7,21 +7,13 @@ hidden channels of the CNN permutes the layer's output the same way.
 Usage: python -m evaluate.demo_layers
 """
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import unf_lopt as U
+from evaluate.paper_networks import CNN
 from unf_lopt.permutations import permute, sample_permutations
-
-
-class CNN(nn.Module):
-  @nn.compact
-  def __call__(self, x):
-    x = nn.relu(nn.Conv(16, (3, 3), strides=2)(x))
-    x = nn.relu(nn.Conv(32, (3, 3))(x))
-    return nn.Dense(10)(x.mean(axis=(1, 2)))
 
 
 def main() -> None:
