@@ -236,7 +236,7 @@ def _builder_classes():
       del dl_manager
       return {split: self._generate_examples(split) for split in self._splits}
 
-  class _LocalImages(_LocalBuilder):
+  class _LocalImages(_LocalBuilder, skip_registration=True):
 
     def _generate_examples(self, split):
       data = self._splits[split]
@@ -249,7 +249,7 @@ def _builder_classes():
           example["id"] = f"{split}_{index:05d}"
         yield index, example
 
-  class FashionMnist(_LocalImages):
+  class FashionMnist(_LocalImages, skip_registration=True):
     name = "fashion_mnist"
     VERSION = tfds.core.Version("3.0.1")
 
@@ -259,7 +259,7 @@ def _builder_classes():
           supervised_keys=("image", "label"),
           description="FashionMNIST, prepared offline by unf-lopt from IDX files.")
 
-  class Cifar10(_LocalImages):
+  class Cifar10(_LocalImages, skip_registration=True):
     name = "cifar10"
     VERSION = tfds.core.Version("3.0.2")
 
@@ -270,7 +270,7 @@ def _builder_classes():
           builder=self, features=features, supervised_keys=("image", "label"),
           description="CIFAR-10, prepared offline by unf-lopt from the binary release.")
 
-  class _LocalText(_LocalBuilder):
+  class _LocalText(_LocalBuilder, skip_registration=True):
 
     def _info(self):
       return tfds.core.DatasetInfo(
@@ -281,11 +281,11 @@ def _builder_classes():
       for index, sentence in enumerate(_progress(self._splits[split], f"{self.name} {split}")):
         yield index, {"text": sentence}
 
-  class Lm1b(_LocalText):
+  class Lm1b(_LocalText, skip_registration=True):
     name = "lm1b"
     VERSION = tfds.core.Version("1.1.0")
 
-  class BrownCorpus(_LocalText):
+  class BrownCorpus(_LocalText, skip_registration=True):
     name = "brown_corpus"
     VERSION = tfds.core.Version("1.0.0")
 

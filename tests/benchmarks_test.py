@@ -1,6 +1,6 @@
 """The benchmarks run (smallest spec, one repeat) and print their ratio columns."""
 
-from evaluate import bench_layers, bench_optimizer
+from evaluate import bench_layers, bench_optimizer, bench_tasks
 
 
 def test_layer_benchmark_runs(capsys):
@@ -13,3 +13,11 @@ def test_optimizer_benchmark_runs(capsys):
   bench_optimizer.main(["--specs", "mlp", "--repeats", "1"])
   last = capsys.readouterr().out.strip().splitlines()[-1]
   assert last.startswith("mlp") and last.endswith("x")
+
+
+def test_task_benchmark_runs(capsys):
+  bench_tasks.main(["--tasks", "tiny_mlp,tiny_rnn", "--repeats", "2"])
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert lines[-3].split() == ["task", "step/s", "batches/s", "data/step"]
+  assert [line.split()[0] for line in lines[-2:]] == ["tiny_mlp", "tiny_rnn"]
+  assert all(float(line.split()[-1]) > 0 for line in lines[-2:])

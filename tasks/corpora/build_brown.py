@@ -8,7 +8,7 @@ The shipped file was made with::
 Each output line is one sentence with the part-of-speech tags removed and the
 tokenizer's spacing around punctuation undone. Lines are grouped by source
 document; a line ``# <document id>`` opens each document so that splits can be
-made by document (see `tasks.text_corpus`).
+made by document (see `tasks.data.read_brown_corpus`).
 """
 
 import lzma

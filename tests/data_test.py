@@ -1,0 +1,212 @@
+"""Dataset preparation into the tfds layout and loading, on tiny locally made files."""
+
+import gzip
+import io
+import lzma
+import tarfile
+
+import numpy as np
+import pytest
+
+from tasks import cli, data, tokenizers
+
+
+def write_idx(path, array, compress=True):
+  """An IDX file written from the format's definition (independent of `read_idx`)."""
+  header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+      int(n).to_bytes(4, "big") for n in array.shape)
+  payload = header + array.astype(np.uint8).tobytes()
+  if compress:
+    path = path.with_name(path.name + ".gz")
+    path.write_bytes(gzip.compress(payload))
+  else:
+    path.write_bytes(payload)
+  return path
+
+
+def fake_fashion_mnist(directory, sizes={"train": 30, "t10k": 10}):  # pylint: disable=dangerous-default-value
+  rng = np.random.default_rng(0)
+  arrays = {}
+  for prefix, size in sizes.items():
+    images = rng.integers(0, 256, (size, 28, 28), dtype=np.uint8)
+    labels = (np.arange(size) % 10).astype(np.uint8)
+    write_idx(directory / f"{prefix}-images-idx3-ubyte", images)
+    write_idx(directory / f"{prefix}-labels-idx1-ubyte", labels, compress=prefix == "t10k")
+    arrays["train" if prefix == "train" else "test"] = (images, labels)
+  return arrays
+
+
+def rows(images, labels):
+  """Order-free view of a split (tfds shuffles examples when it writes them)."""
+  return sorted(image.tobytes() + bytes([label]) for image, label in zip(images, labels))
+
+
+def test_read_idx_rejects_bad_files(tmp_path):
+  array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+  np.testing.assert_array_equal(data.read_idx(write_idx(tmp_path / "a", array, False)), array)
+  truncated = tmp_path / "b"
+  truncated.write_bytes((tmp_path / "a").read_bytes()[:-3])
+  with pytest.raises(data.DatasetSourceError, match="truncated"):
+    data.read_idx(truncated)
+  foreign = tmp_path / "c"
+  foreign.write_bytes(b"PK\x03\x04 not an idx file")
+  with pytest.raises(data.DatasetSourceError, match="magic"):
+    data.read_idx(foreign)
+
+
+def test_fashion_mnist_prepares_into_tfds_layout_and_loads_back(tmp_path):
+  source = tmp_path / "idx"
+  source.mkdir()
+  arrays = fake_fashion_mnist(source)
+  version_dir = data.prepare("fashion_mnist", source, tmp_path / "tfds")
+  assert version_dir.name == "3.0.1" and (version_dir / "dataset_info.json").exists()
+  assert list(version_dir.glob("*.array_record*"))
+  assert data.is_prepared("fashion_mnist", tmp_path / "tfds")
+  for split, (images, labels) in arrays.items():
+    loaded = data.load_images("fashion_mnist", split, tmp_path / "tfds")
+    assert loaded["image"].shape == (len(labels), 28, 28, 1)
+    assert loaded["image"].dtype == np.uint8 and loaded["label"].dtype == np.int32
+    assert rows(loaded["image"][..., 0], loaded["label"]) == rows(images, labels)
+  # The layout is tfds's own: tfds.data_source reads it by name.
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  source = tfds.data_source("fashion_mnist", data_dir=str(tmp_path / "tfds"), download=False)
+  assert len(source["train"]) == 30 and len(source["test"]) == 10
+
+
+def test_missing_idx_file_is_named(tmp_path):
+  fake_fashion_mnist(tmp_path)
+  (tmp_path / "t10k-images-idx3-ubyte.gz").unlink()
+  with pytest.raises(data.DatasetSourceError, match="t10k-images-idx3-ubyte"):
+    data.prepare("fashion_mnist", tmp_path, tmp_path / "tfds")
+
+
+def test_cifar10_binary_release_is_decoded_channel_major(tmp_path):
+  rng = np.random.default_rng(1)
+  archive = tmp_path / "cifar-10-binary.tar.gz"
+  expected = {}
+  with tarfile.open(archive, "w:gz") as tar:
+    for name, split in [(f"data_batch_{i}.bin", "train") for i in range(1, 6)] + \
+                       [("test_batch.bin", "test")]:
+      labels = rng.integers(0, 10, 3, dtype=np.uint8)
+      planes = rng.integers(0, 256, (3, 3, 32, 32), dtype=np.uint8)  # [N, C, H, W]
+      payload = b"".join(bytes([label]) + plane.tobytes() for label, plane in zip(labels, planes))
+      info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+      info.size = len(payload)
+      tar.addfile(info, io.BytesIO(payload))
+      images, all_labels = expected.get(split, (np.zeros((0, 32, 32, 3), np.uint8), []))
+      expected[split] = (np.concatenate([images, planes.transpose(0, 2, 3, 1)]),
+                         list(all_labels) + list(labels))
+  splits = data.read_cifar10_binary(archive)
+  for split, (images, labels) in expected.items():
+    np.testing.assert_array_equal(splits[split]["image"], images)
+    np.testing.assert_array_equal(splits[split]["label"], labels)
+  data.prepare("cifar10", archive, tmp_path / "tfds")
+  loaded = data.load_images("cifar10", "train", tmp_path / "tfds")
+  assert loaded["image"].shape == (15, 32, 32, 3)
+  assert rows(loaded["image"], loaded["label"]) == rows(*expected["train"])
+
+
+def test_pickled_cifar_release_is_refused_without_unpickling(tmp_path):
+  archive = tmp_path / "cifar-10-python.tar.gz"
+  with tarfile.open(archive, "w:gz") as tar:
+    info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+    info.size = 4
+    tar.addfile(info, io.BytesIO(b"\x80\x04K."))
+  with pytest.raises(data.DatasetSourceError, match="binary CIFAR-10 release"):
+    data.read_cifar10_binary(archive)
+
+
+def test_lm1b_from_text_files_and_fallback_switch(tmp_path):
+  source = tmp_path / "text"
+  source.mkdir()
+  (source / "train.txt").write_text("first sentence.\nsecond one, with ünïcode.\n\nthird.\n")
+  (source / "test.txt").write_text("a test sentence.\n")
+  assert data.resolve_text_dataset("lm1b", tmp_path / "tfds") == "brown_corpus"
+  data.prepare("lm1b", source, tmp_path / "tfds")
+  assert data.resolve_text_dataset("lm1b", tmp_path / "tfds") == "lm1b"
+  assert sorted(data.load_text("lm1b", "train", tmp_path / "tfds")) == \
+         ["first sentence.", "second one, with ünïcode.", "third."]
+  assert data.load_text("lm1b", "test", tmp_path / "tfds") == ["a test sentence."]
+
+
+def test_missing_dataset_error_gives_the_exact_command(tmp_path):
+  with pytest.raises(data.DatasetNotPreparedError) as error:
+    data.load_text("lm1b", "train", tmp_path, auto_prepare=False)
+  assert f"unf-data prepare lm1b --from DIR_WITH_train.txt_AND_test.txt --data-dir {tmp_path}" \
+         in str(error.value)
+  with pytest.raises(ValueError, match="preparable datasets"):
+    data.prepare("imagenet", data_dir=tmp_path)
+
+
+def test_shipped_brown_corpus_splits_by_document():
+  splits = data.read_brown_corpus()
+  assert len(splits["train"]) + len(splits["test"]) == 57_340
+  assert 0.05 < len(splits["test"]) / 57_340 < 0.15
+  assert splits["train"][0].startswith("The Fulton County Grand Jury said Friday")
+  # Only stock phrases ("Yes.", "(2)") occur in both splits.
+  assert len(set(splits["train"]) & set(splits["test"])) < 0.01 * len(splits["test"])
+  with lzma.open(data.BROWN_CORPUS_FILE, "rt") as f:
+    text = f.read()
+  assert "/at" not in text and "/nn" not in text  # tags stripped
+
+
+def test_brown_corpus_auto_prepares_on_first_use(tmp_path, capsys):
+  sentences = data.load_text("brown_corpus", "test", tmp_path)
+  assert "preparing brown_corpus" in capsys.readouterr().err
+  assert sorted(sentences) == sorted(data.read_brown_corpus()["test"])
+  assert data.is_prepared("brown_corpus", tmp_path)
+
+
+def test_real_fashion_mnist_from_debian_package():
+  if not data.DEBIAN_FASHION_MNIST_DIR.exists():
+    pytest.skip(f"{data.DEBIAN_FASHION_MNIST_DIR} is absent: "
+                "`apt-get install dataset-fashion-mnist` provides it")
+  splits = data.read_fashion_mnist_idx(data.DEBIAN_FASHION_MNIST_DIR)
+  assert splits["train"]["image"].shape == (60_000, 28, 28, 1)
+  assert splits["test"]["image"].shape == (10_000, 28, 28, 1)
+  np.testing.assert_array_equal(np.bincount(splits["train"]["label"]), [6_000] * 10)
+  np.testing.assert_array_equal(np.bincount(splits["test"]["label"]), [1_000] * 10)
+  # The shipped tiny subset is the head of the real training split.
+  tiny = data.load_images("tiny_fashion_mnist", "train")
+  np.testing.assert_array_equal(tiny["image"], splits["train"]["image"][:512])
+
+
+def test_cli_prepares_lists_and_reports_bad_sources(tmp_path, capsys):
+  source = tmp_path / "idx"
+  source.mkdir()
+  fake_fashion_mnist(source)
+  tfds_dir = str(tmp_path / "tfds")
+  assert cli.main(["prepare", "fashion_mnist", "--from", str(source), "--data-dir", tfds_dir]) == 0
+  assert cli.main(["list", "--data-dir", tfds_dir]) == 0
+  listing = capsys.readouterr().out
+  assert "fashion_mnist   prepared" in listing and "cifar10         missing" in listing
+  assert cli.main(["prepare", "cifar10", "--from", str(tmp_path / "nope.tar.gz"),
+                   "--data-dir", tfds_dir]) == 2
+  assert "nope.tar.gz" in capsys.readouterr().err
+
+
+def test_byte_tokenizer_round_trip_and_sequence_layout():
+  tokenizer = tokenizers.ByteTokenizer()
+  text = "Ünïcode, ok."
+  assert tokenizer.decode(tokenizer.encode(text)) == text
+  assert min(tokenizer.encode(text)) >= tokenizers.NUM_SPECIAL
+  rows = tokenizers.encode_sentences(tokenizer, ["abc", "abcdefgh"], length=4)
+  assert rows.tolist() == [[100, 101, 102, 1, 0], [100, 101, 102, 103, 104]]
+
+
+def test_shipped_sentencepiece_model():
+  tokenizer = tokenizers.sentencepiece_tokenizer()
+  assert tokenizer.vocab_size == 32_000
+  sentence = data.read_brown_corpus()["test"][0]
+  ids = tokenizer.encode(sentence)
+  assert min(ids) >= tokenizers.NUM_SPECIAL and max(ids) < 32_000
+  assert len(ids) < len(sentence.split()) * 2
+  assert tokenizer.decode(ids) == sentence
+
+
+def test_other_sentencepiece_sizes_are_trained_once_and_cached(tmp_path):
+  tokenizer = tokenizers.sentencepiece_tokenizer(1_000, cache_dir=tmp_path)
+  assert tokenizer.vocab_size == 1_000
+  assert (tmp_path / "brown_sp1000.model").exists()
+  again = tokenizers.sentencepiece_tokenizer(1_000, cache_dir=tmp_path)
+  assert again.encode("The jury said.") == tokenizer.encode("The jury said.")
