@@ -1,0 +1,49 @@
+"""The inner problem PES unrolls: a task reduced to pure functions of device arrays."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class InnerProblem:
+  """Pure functions and data of an inner training problem.
+
+  Attributes:
+    name: for messages and run directories.
+    init: ``key -> params``.
+    loss: ``(params, batch) -> scalar``.
+    sample_batch: ``(data, key) -> batch``; runs on the device, so that all
+      parallel runs draw their batches inside one compiled step.
+    data: arrays ``sample_batch`` reads (passed as an argument, never baked
+      into the compiled program as constants).
+    normalizer: maps a loss to the meta-loss scale (e.g. clipping).
+  """
+
+  name: str
+  init: Callable[[jax.Array], PyTree]
+  loss: Callable[[PyTree, PyTree], jax.Array]
+  sample_batch: Callable[[PyTree, jax.Array], PyTree]
+  data: PyTree = dataclasses.field(default_factory=dict)
+  normalizer: Callable[[jax.Array], jax.Array] = lambda loss: loss
+
+  @classmethod
+  def from_task(cls, task, split: str = "train") -> "InnerProblem":
+    """Batches drawn uniformly (with replacement) from the task's ``split`` on the device."""
+    data = {key: jnp.asarray(value) for key, value in task.data_arrays(split).items()}
+    size = len(next(iter(data.values())))
+    batch_size = task.batch_size
+
+    def sample_batch(data, key):
+      rows = jax.random.randint(key, (batch_size,), 0, size)
+      return {name: value[rows] for name, value in data.items()}
+
+    return cls(name=task.name, init=task.init, loss=lambda p, b: task.loss(p, b),
+               sample_batch=sample_batch, data=data, normalizer=task.normalizer)
