@@ -47,3 +47,22 @@ class InnerProblem:
 
     return cls(name=task.name, init=task.init, loss=lambda p, b: task.loss(p, b),
                sample_batch=sample_batch, data=data, normalizer=task.normalizer)
+
+
+def unroll(lopt, meta_params: PyTree, problem: InnerProblem, key: jax.Array,
+           num_steps: int) -> jax.Array:
+  """Training losses ``[num_steps]`` of one inner run from a fresh init (jit-able).
+
+  The loss at step ``t`` is taken on step ``t``'s batch before the update, the
+  quantity PES's meta-loss averages.
+  """
+  init_key, data_key = jax.random.split(key)
+  optimizer = lopt.opt_fn(meta_params)
+  state = optimizer.init(problem.init(init_key), num_steps=num_steps)
+
+  def step(state, index):
+    batch = problem.sample_batch(problem.data, jax.random.fold_in(data_key, index))
+    loss, grads = jax.value_and_grad(problem.loss)(optimizer.get_params(state), batch)
+    return optimizer.update(state, grads, loss=loss), loss
+
+  return jax.lax.scan(step, state, jnp.arange(num_steps))[1]
