@@ -1,0 +1,293 @@
+"""``unf-evaluate``: train a task from fresh inits with several optimizers and compare them.
+
+  unf-evaluate --task mlp_fmnist --optimizers runs/unf,runs/sgdm,adam --steps 2000 \\
+      --seeds 5 --out eval/mlp
+
+An optimizer is named by a meta-training run directory (its ``optimizer/``),
+an optimizer checkpoint directory, ``pretrained:NAME`` (shipped with the
+package) or ``adam`` (optax Adam, learning rate 1e-3, not tuned). Learned
+optimizers are rebuilt on the evaluated task's weight space, so an optimizer
+meta-trained on one MLP runs on an MLP of other widths.
+
+Every optimizer trains the same seeds (same inits and batch order). Outputs in
+``--out``: ``config.json``; ``curves.csv`` (optimizer, seed, step,
+train_loss; every step); ``test.csv`` (optimizer, seed, step, test_loss,
+test_accuracy; every ``--eval-every`` steps, over the whole test split);
+``summary.csv`` and ``summary.json``: per optimizer, the final training loss
+(mean of the last ``--final-window`` steps) and final test metrics as mean and
+standard error over seeds, and the steps until the training loss (moving
+average over ``--final-window``) first reaches ``--threshold`` (default: the
+highest final training loss among the optimizers), averaged over the seeds
+that reach it, with their number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import pathlib
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import tasks as tasks_lib
+import unf_lopt as U
+from meta_train.inner import InnerProblem
+from unf_lopt.checkpoint import CONFIG_FILE
+
+ADAM = "adam"
+PRETRAINED_PREFIX = "pretrained:"
+
+
+class OptimizerSpecError(ValueError):
+  """An ``--optimizers`` entry that cannot be loaded or does not fit the task."""
+
+
+def optimizer_label(name: str) -> str:
+  if name.startswith(PRETRAINED_PREFIX):
+    return name[len(PRETRAINED_PREFIX):]
+  if name == ADAM:
+    return ADAM
+  return pathlib.Path(name).resolve().name
+
+
+def load_optimizer(name: str, task: tasks_lib.Task):
+  """``(lopt, meta_params)`` for an ``--optimizers`` entry, fitted to ``task``."""
+  if name == ADAM:
+    return U.NominalLOpt("adam"), {}
+  try:
+    if name.startswith(PRETRAINED_PREFIX):
+      lopt, meta = U.pretrained(name[len(PRETRAINED_PREFIX):])
+    else:
+      path = pathlib.Path(name)
+      if (path / "optimizer").is_dir():
+        path = path / "optimizer"
+      elif (path / "checkpoints").is_dir() and not (path / CONFIG_FILE).exists():
+        raise OptimizerSpecError(
+            f"{name} is a meta-training run that has not finished (no optimizer/ yet); "
+            "finish it or pass one of its checkpoints/step_N/optimizer directories")
+      lopt, meta = U.load_checkpoint(path)
+  except (U.CheckpointError, KeyError) as error:
+    raise OptimizerSpecError(f"{name}: {error}") from error
+  if lopt.update_net in ("unf", "nfn", "deepset"):
+    params_like = jax.eval_shape(task.init, jax.random.PRNGKey(0))
+    lopt = U.NominalLOpt(lopt.update_net, spec=task.spec, params_like=params_like,
+                         hidden=lopt.hidden, depth=lopt.depth)
+    expected = jax.tree.map(jnp.shape, jax.eval_shape(lopt.init, jax.random.PRNGKey(0)))
+    if expected != jax.tree.map(jnp.shape, meta):
+      raise OptimizerSpecError(
+          f"{name}: this {lopt.update_net} optimizer was trained on a weight space of another "
+          f"structure than {task.name}'s; a UNF/NFN optimizer applies to networks with the same "
+          "layers (any widths)")
+  return lopt, meta
+
+
+def _test_metrics_fn(task: tasks_lib.Task, chunk: int):
+  """Jitted ``params -> (loss, accuracy)`` over the whole test split."""
+  arrays = task.data_arrays("test")
+  size = len(next(iter(arrays.values())))
+  chunk = min(chunk, size)
+  num_chunks = size // chunk
+  stacked = {k: jnp.asarray(v[:num_chunks * chunk].reshape(num_chunks, chunk, *v.shape[1:]))
+             for k, v in arrays.items()}
+
+  def evaluate(params):
+    metrics = jax.lax.map(lambda batch: task.metrics(params, batch), stacked)
+    return metrics["loss"].mean(), metrics["accuracy"].mean()
+
+  return evaluate
+
+
+def train_curves(lopt, meta, task: tasks_lib.Task, problem: InnerProblem, seeds: Sequence[int],
+                 steps: int, eval_every: int, progress=None) -> dict[str, np.ndarray]:
+  """Training losses ``[seeds, steps]`` and test metrics ``[seeds, evals]`` of one optimizer."""
+  optimizer = lopt.opt_fn(meta)
+  test_metrics = _test_metrics_fn(task, chunk=1000)
+  keys = jnp.stack([jax.random.PRNGKey(seed) for seed in seeds])
+
+  def start(key):
+    init_key, _ = jax.random.split(key)
+    return optimizer.init(problem.init(init_key), num_steps=steps)
+
+  def chunk_fn(state, key, offset, length):
+    data_key = jax.random.split(key)[1]
+
+    def step(state, index):
+      batch = problem.sample_batch(problem.data, jax.random.fold_in(data_key, index))
+      loss, grads = jax.value_and_grad(problem.loss)(optimizer.get_params(state), batch)
+      return optimizer.update(state, grads, loss=loss), loss
+
+    return jax.lax.scan(step, state, offset + jnp.arange(length))
+
+  states = jax.jit(jax.vmap(start))(keys)
+  evaluate = jax.jit(jax.vmap(lambda s: test_metrics(optimizer.get_params(s))))
+  run_chunk = jax.jit(jax.vmap(chunk_fn, in_axes=(0, 0, None, None)), static_argnums=3)
+  losses, test_steps, test_losses, test_accuracies = [], [], [], []
+  done = 0
+  while True:
+    if done % eval_every == 0 or done == steps:
+      loss, accuracy = evaluate(states)
+      test_steps.append(done)
+      test_losses.append(np.asarray(loss))
+      test_accuracies.append(np.asarray(accuracy))
+    if done == steps:
+      break
+    length = min(eval_every - done % eval_every, steps - done)
+    states, chunk_losses = run_chunk(states, keys, done, length)
+    losses.append(np.asarray(chunk_losses))
+    done += length
+    if progress is not None:
+      progress.update(length)
+  return {"train_loss": np.concatenate(losses, axis=1), "test_step": np.asarray(test_steps),
+          "test_loss": np.stack(test_losses, axis=1),
+          "test_accuracy": np.stack(test_accuracies, axis=1)}
+
+
+def moving_average(values: np.ndarray, window: int) -> np.ndarray:
+  """Trailing mean over ``window`` steps along the last axis (shorter at the start)."""
+  cumulative = np.cumsum(values, axis=-1, dtype=np.float64)
+  lagged = np.zeros_like(cumulative)
+  lagged[..., window:] = cumulative[..., :-window]
+  counts = np.minimum(np.arange(1, values.shape[-1] + 1), window)
+  return (cumulative - lagged) / counts
+
+
+def mean_and_standard_error(values: np.ndarray) -> tuple[float, float]:
+  values = np.asarray(values, np.float64)
+  if len(values) < 2:
+    return float(values.mean()), float("nan")
+  return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
+
+
+def summarize(curves: dict[str, dict[str, np.ndarray]], final_window: int,
+              threshold: float | None) -> tuple[list[dict[str, Any]], float]:
+  """The summary rows (see the module docstring) and the threshold used."""
+  finals = {name: c["train_loss"][:, -final_window:].mean(axis=1) for name, c in curves.items()}
+  finite = [float(f.mean()) for f in finals.values() if np.isfinite(f.mean())]
+  if threshold is None:
+    threshold = max(finite) if finite else float("nan")
+  rows = []
+  for name, c in curves.items():
+    smooth = moving_average(c["train_loss"], final_window)
+    reached = [int(np.argmax(s <= threshold)) + 1 if (s <= threshold).any() else None
+               for s in smooth]
+    hits = [r for r in reached if r is not None]
+    train_mean, train_se = mean_and_standard_error(finals[name])
+    test_mean, test_se = mean_and_standard_error(c["test_loss"][:, -1])
+    accuracy_mean, accuracy_se = mean_and_standard_error(c["test_accuracy"][:, -1])
+    rows.append({
+        "optimizer": name, "seeds": len(finals[name]),
+        "final_train_loss": train_mean, "final_train_loss_se": train_se,
+        "final_test_loss": test_mean, "final_test_loss_se": test_se,
+        "final_test_accuracy": accuracy_mean, "final_test_accuracy_se": accuracy_se,
+        "steps_to_threshold": float(np.mean(hits)) if hits else None,
+        "seeds_reaching_threshold": len(hits)})
+  return rows, threshold
+
+
+def _write_csv(path: pathlib.Path, header: Sequence[str], rows) -> None:
+  staging = path.with_suffix(path.suffix + ".tmp")
+  with open(staging, "w", newline="") as handle:
+    writer = csv.writer(handle)
+    writer.writerow(header)
+    writer.writerows(rows)
+  staging.replace(path)
+
+
+def evaluate_optimizers(task_name: str, optimizers: Sequence[str], steps: int, seeds: int,
+                        out: pathlib.Path, eval_every: int = 100, final_window: int = 50,
+                        threshold: float | None = None, task_options: dict | None = None,
+                        quiet: bool = False) -> list[dict[str, Any]]:
+  """Runs the comparison and writes ``out``; returns the summary rows."""
+  task = tasks_lib.get_task(task_name, **(task_options or {}))
+  loaded = {}
+  for name in optimizers:  # load everything first: bad input fails before compute
+    label = optimizer_label(name)
+    if label in loaded:
+      raise OptimizerSpecError(f"two optimizers are called {label!r}; rename a run directory")
+    loaded[label] = load_optimizer(name, task)
+  problem = InnerProblem.from_task(task)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "config.json").write_text(json.dumps(
+      {"task": task_name, "task_options": task_options or {}, "optimizers": list(optimizers),
+       "labels": list(loaded), "steps": steps, "seeds": seeds, "eval_every": eval_every,
+       "final_window": final_window}, indent=2))
+  progress = None
+  if not quiet:
+    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+    progress = tqdm(total=steps * len(loaded), desc=f"evaluating on {task_name}", unit="step")
+  curves = {}
+  for label, (lopt, meta) in loaded.items():
+    if progress is not None:
+      progress.set_postfix(optimizer=label)
+    curves[label] = train_curves(lopt, meta, task, problem, range(seeds), steps, eval_every,
+                                 progress)
+  if progress is not None:
+    progress.close()
+  _write_csv(out / "curves.csv", ["optimizer", "seed", "step", "train_loss"],
+             ((label, seed, step + 1, f"{loss:.7g}") for label, c in curves.items()
+              for seed in range(seeds) for step, loss in enumerate(c["train_loss"][seed])))
+  _write_csv(out / "test.csv", ["optimizer", "seed", "step", "test_loss", "test_accuracy"],
+             ((label, seed, int(step), f"{c['test_loss'][seed, i]:.7g}",
+               f"{c['test_accuracy'][seed, i]:.7g}")
+              for label, c in curves.items() for seed in range(seeds)
+              for i, step in enumerate(c["test_step"])))
+  rows, threshold = summarize(curves, final_window, threshold)
+  columns = list(rows[0])
+  _write_csv(out / "summary.csv", columns, ([row[c] for c in columns] for row in rows))
+  (out / "summary.json").write_text(json.dumps(
+      {"task": task_name, "threshold": threshold, "final_window": final_window, "rows": rows},
+      indent=2))
+  return rows
+
+
+def format_summary(rows: Sequence[dict[str, Any]], threshold: float) -> str:
+  lines = [f"{'optimizer':22s} {'final train loss':>20s} {'test accuracy':>16s} "
+           f"{'steps to ' + format(threshold, '.4f'):>16s}"]
+  for row in rows:
+    steps = "not reached" if row["steps_to_threshold"] is None else \
+        f"{row['steps_to_threshold']:.0f} ({row['seeds_reaching_threshold']}/{row['seeds']})"
+    lines.append(f"{row['optimizer']:22s} {row['final_train_loss']:11.4f} +- "
+                 f"{row['final_train_loss_se']:.4f} {100 * row['final_test_accuracy']:9.2f}% +- "
+                 f"{100 * row['final_test_accuracy_se']:.2f} {steps:>16s}")
+  return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="unf-evaluate", description=__doc__.split("\n")[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  parser.add_argument("--task", required=True, help="registered task")
+  parser.add_argument("--task-options", default="{}",
+                      help='JSON options of the task, e.g. \'{"image_size": 16}\'')
+  parser.add_argument("--optimizers", required=True,
+                      help="comma-separated: run dirs, checkpoint dirs, pretrained:NAME, adam")
+  parser.add_argument("--steps", type=int, default=2000)
+  parser.add_argument("--seeds", type=int, default=5)
+  parser.add_argument("--eval-every", type=int, default=100)
+  parser.add_argument("--final-window", type=int, default=50)
+  parser.add_argument("--threshold", type=float, default=None)
+  parser.add_argument("--out", required=True, type=pathlib.Path)
+  parser.add_argument("--quiet", action="store_true")
+  args = parser.parse_args(argv)
+  try:
+    options = json.loads(args.task_options)
+    rows = evaluate_optimizers(args.task, args.optimizers.split(","), args.steps, args.seeds,
+                               args.out, args.eval_every, args.final_window, args.threshold,
+                               options, args.quiet)
+  except (OptimizerSpecError, KeyError, ValueError, FileNotFoundError) as error:
+    message = error.args[0] if isinstance(error, KeyError) and error.args else error
+    print(f"unf-evaluate: {message}", file=sys.stderr)
+    return 2
+  summary = json.loads((args.out / "summary.json").read_text())
+  print(format_summary(rows, summary["threshold"]))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

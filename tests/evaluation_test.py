@@ -1,0 +1,95 @@
+"""unf-evaluate and unf-plot on a tiny task: files, columns, summaries recomputed from the CSVs."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from evaluate import evaluation, plots
+from meta_train.trainer import MetaTrainConfig, MetaTrainer
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+  root = tmp_path_factory.mktemp("eval")
+  config = MetaTrainConfig(task="tiny_mlp", update_net="unf", outer_steps=3, num_runs=2,
+                           trunc_length=4, horizon=8)
+  MetaTrainer(config, root / "unf_run", quiet=True).run()
+  out = root / "eval"
+  code = evaluation.main(["--task", "tiny_mlp", "--optimizers", f"{root / 'unf_run'},adam",
+                          "--steps", "60", "--seeds", "3", "--eval-every", "25",
+                          "--final-window", "10", "--out", str(out), "--quiet"])
+  assert code == 0
+  return root, out
+
+
+def read(path):
+  with open(path, newline="") as handle:
+    return list(csv.DictReader(handle))
+
+
+def test_evaluation_files_and_columns(evaluated):
+  _, out = evaluated
+  curves = read(out / "curves.csv")
+  assert list(curves[0]) == ["optimizer", "seed", "step", "train_loss"]
+  assert len(curves) == 2 * 3 * 60
+  test = read(out / "test.csv")
+  assert list(test[0]) == ["optimizer", "seed", "step", "test_loss", "test_accuracy"]
+  assert sorted({int(r["step"]) for r in test}) == [0, 25, 50, 60]
+  assert all(0 <= float(r["test_accuracy"]) <= 1 for r in test)
+  config = json.loads((out / "config.json").read_text())
+  assert config["labels"] == ["unf_run", "adam"]
+
+
+def test_summary_is_recomputed_from_the_csv(evaluated):
+  _, out = evaluated
+  curves, test = read(out / "curves.csv"), read(out / "test.csv")
+  summary = json.loads((out / "summary.json").read_text())
+  finals = {}
+  for name in ("unf_run", "adam"):
+    per_seed = [[float(r["train_loss"]) for r in curves
+                 if r["optimizer"] == name and r["seed"] == str(seed)] for seed in range(3)]
+    finals[name] = [np.mean(losses[-10:]) for losses in per_seed]
+  assert summary["threshold"] == pytest.approx(max(np.mean(f) for f in finals.values()), rel=1e-6)
+  for row in summary["rows"]:
+    values = finals[row["optimizer"]]
+    assert row["final_train_loss"] == pytest.approx(np.mean(values), rel=1e-6)
+    assert row["final_train_loss_se"] == pytest.approx(np.std(values, ddof=1) / math.sqrt(3),
+                                                       rel=1e-5)
+    last = [float(r["test_accuracy"]) for r in test
+            if r["optimizer"] == row["optimizer"] and r["step"] == "60"]
+    assert row["final_test_accuracy"] == pytest.approx(np.mean(last), rel=1e-6)
+  summary_csv = read(out / "summary.csv")
+  assert [r["optimizer"] for r in summary_csv] == ["unf_run", "adam"]
+
+
+def test_moving_average_matches_a_loop():
+  values = np.random.default_rng(0).normal(size=(2, 17))
+  expected = np.asarray([[row[max(0, i - 4):i + 1].mean() for i in range(17)] for row in values])
+  np.testing.assert_allclose(evaluation.moving_average(values, 5), expected)
+
+
+def test_plots_are_valid_images(evaluated, tmp_path):
+  root, out = evaluated
+  assert plots.main([str(out)]) == 0
+  png = (out / "training_curves.png").read_bytes()
+  assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+  assert (out / "training_curves.pdf").read_bytes()[:4] == b"%PDF"
+  assert plots.main(["--compare", str(out), str(out), "--out", str(tmp_path / "both")]) == 0
+  assert (tmp_path / "both.png").stat().st_size > 20_000
+  assert plots.main(["--meta", str(root / "unf_run"), "--out", str(tmp_path / "meta")]) == 0
+  assert (tmp_path / "meta.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_optimizer_entries_fail_before_compute(evaluated, tmp_path, capsys):
+  root, _ = evaluated
+  assert evaluation.main(["--task", "tiny_mlp", "--optimizers", str(tmp_path / "nothing"),
+                          "--out", str(tmp_path / "e"), "--quiet"]) == 2
+  assert "not an unf-lopt checkpoint" in capsys.readouterr().err
+  # A UNF optimizer trained on a 2-layer MLP does not fit the CNN's weight space.
+  assert evaluation.main(["--task", "tiny_cnn", "--optimizers", str(root / "unf_run"),
+                          "--out", str(tmp_path / "e"), "--quiet"]) == 2
+  assert "another structure" in capsys.readouterr().err
+  assert not (tmp_path / "e").exists()
