@@ -47,10 +47,13 @@ def unrolled_losses(lopt, meta, problem, init_key, data_keys, horizon, num_steps
   return jnp.stack(losses)
 
 
-def test_one_truncation_per_horizon_is_antithetic_es():
+@pytest.mark.parametrize("meta_loss", ["mean", "final"])
+def test_one_truncation_per_horizon_is_antithetic_es(meta_loss):
   problem = quadratic(random_init=True)
   lopt = U.NominalLOpt("sgdm")
-  config = PESConfig(num_runs=4, trunc_length=6, horizon=6, sigma=0.05, random_offset=False)
+  config = PESConfig(num_runs=4, trunc_length=6, horizon=6, sigma=0.05, random_offset=False,
+                     meta_loss=meta_loss)
+  reduce = (lambda losses: losses.mean()) if meta_loss == "mean" else (lambda losses: losses[-1])
   pes = TruncatedPES(lopt, problem, config)
   meta = lopt.init(jax.random.PRNGKey(0))
   init_key, step_key = jax.random.PRNGKey(1), jax.random.PRNGKey(2)
@@ -65,7 +68,8 @@ def test_one_truncation_per_horizon_is_antithetic_es():
     signed = [jax.tree.map(lambda m, e, s=s: m + s * e, meta, eps) for s in (1, -1)]
     plus, minus = (unrolled_losses(lopt, m, problem, run_init_keys[run],
                                    lambda i, r=run: jax.random.fold_in(data_keys[r], i), 6, 6
-                                   ).mean() for m in signed)
+                                   ) for m in signed)
+    plus, minus = reduce(plus), reduce(minus)
     expected.append(jax.tree.map(lambda e, p=plus, n=minus: e * (p - n) / (2 * 0.05 ** 2), eps))
     meta_losses.append((plus + minus) / 2)
   expected = jax.tree.map(lambda *g: jnp.mean(jnp.stack(g), 0), *expected)
