@@ -31,4 +31,4 @@ bench: install
 	$(PYTHON) -m evaluate.bench_tasks
 
 demo: install
-	$(PYTHON) -m evaluate.demo_layers
+	$(PYTHON) -m evaluate.demo
