@@ -69,6 +69,7 @@ def _title(eval_dir: pathlib.Path) -> str:
 
 def _save(figure, out: pathlib.Path) -> list[pathlib.Path]:
   out.parent.mkdir(parents=True, exist_ok=True)
+  figure.tight_layout()
   paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
   for path in paths:
     figure.savefig(path, dpi=150, bbox_inches="tight")
@@ -85,8 +86,8 @@ def plot_evaluations(eval_dirs: Sequence[pathlib.Path], out: pathlib.Path,
     for name, runs in read_curves(eval_dir).items():
       _band(axis, np.arange(1, runs.shape[1] + 1), runs, name, smooth)
     axis.set_yscale("log")
-    axis.set_xlabel("inner training step")
-    axis.set_ylabel(f"training loss (moving average, {smooth} steps)")
+    axis.set_xlabel(f"inner training step (loss averaged over the last {smooth} steps)")
+    axis.set_ylabel("training loss")
     axis.set_title(_title(eval_dir))
     axis.grid(True, which="both", alpha=0.3)
     axis.legend()
@@ -109,7 +110,7 @@ def plot_meta_training(run_dirs: Sequence[pathlib.Path], out: pathlib.Path,
     losses = np.asarray([[r["meta_loss"] for r in records]])
     _band(axis, steps, losses, run_dir.name, smooth)
   axis.set_xlabel("outer step")
-  axis.set_ylabel("meta-loss (mean normalised training loss of a truncation)")
+  axis.set_ylabel("meta-loss (truncation mean)")
   axis.set_title("PES meta-training")
   axis.grid(True, alpha=0.3)
   axis.legend()

@@ -23,7 +23,7 @@ import shutil
 
 from evaluate import evaluation, plots
 from meta_train import cli as meta_cli
-from unf_lopt import pretrained as pretrained_lib
+from unf_lopt.pretrained import SHIPPED
 
 UPDATE_NETS = ("sgdm", "unf", "deepset", "nfn")
 GENERALISATION_TASK = {"image_size": 16, "hidden_sizes": [128]}
@@ -57,7 +57,7 @@ def main(argv=None) -> None:
   plots.main(["--meta", *runs, "--out", str(args.eval / "meta_training")])
   if args.ship:
     for net in UPDATE_NETS:
-      target = pretrained_lib.SHIPPED / f"{net}_mlp_fmnist"
+      target = SHIPPED / f"{net}_mlp_fmnist"
       shutil.rmtree(target, ignore_errors=True)
       shutil.copytree(args.out / net / "optimizer", target)
       print(f"shipped {target}")

@@ -58,6 +58,7 @@ def save(directory: os.PathLike | str, step: int, state: Any, lopt, meta_params,
           "sha256": hashlib.sha256(payload).hexdigest()}
   final = directory / f"step_{step:07d}"
   staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=directory))
+  staging.chmod(0o755)  # mkdtemp makes it private; a checkpoint is an ordinary directory
   try:
     U.save_checkpoint(staging / OPTIMIZER_DIR, lopt, meta_params,
                       metadata={**(metadata or {}), "outer_step": step})

@@ -98,6 +98,7 @@ def save_checkpoint(path: str | os.PathLike, lopt: NominalLOpt, meta_params: PyT
   text = json.dumps(config, indent=2, sort_keys=True)
   path.parent.mkdir(parents=True, exist_ok=True)
   staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+  staging.chmod(0o755)  # mkdtemp makes it private; a checkpoint is an ordinary directory
   try:
     (staging / PARAMS_FILE).write_bytes(payload)
     (staging / CONFIG_FILE).write_text(text)

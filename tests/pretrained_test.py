@@ -1,0 +1,36 @@
+"""The optimizers shipped in the package load and train their task with finite updates."""
+
+import jax
+import numpy as np
+import pytest
+
+import tasks
+import unf_lopt as U
+from evaluate import evaluation
+
+SHIPPED = ("unf_mlp_fmnist", "deepset_mlp_fmnist", "nfn_mlp_fmnist", "sgdm_mlp_fmnist")
+
+
+def test_the_reproduction_optimizers_are_shipped():
+  assert set(SHIPPED) <= set(U.available_pretrained())
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_pretrained_optimizer_trains_its_task(name):
+  task = tasks.get_task("mlp_fmnist")
+  lopt, meta = evaluation.load_optimizer(f"pretrained:{name}", task)
+  assert lopt.update_net == name.split("_")[0]
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.uniform(size=(128, 8, 8, 1)).astype(np.float32),
+           "label": rng.integers(0, 10, 128).astype(np.int32)}
+  optimizer = lopt.opt_fn(meta)
+  state = optimizer.init(task.init(jax.random.PRNGKey(0)), num_steps=2000)
+  update = jax.jit(lambda state: optimizer.update(
+      state, jax.grad(task.loss)(optimizer.get_params(state), batch)))
+  first = float(task.loss(optimizer.get_params(state), batch))
+  for _ in range(20):
+    state = update(state)
+  params = optimizer.get_params(state)
+  assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(params))
+  assert int(state.skipped_steps) == 0
+  assert float(task.loss(params, batch)) < first  # it fits the (random) batch
