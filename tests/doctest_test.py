@@ -8,7 +8,8 @@ import pytest
 MODULES = ["unf_lopt.spec", "unf_lopt.spec_inference", "unf_lopt.basis", "unf_lopt.layers",
            "unf_lopt.permutations", "unf_lopt.features", "unf_lopt.optimizer",
            "unf_lopt.optax_adapter", "unf_lopt.checkpoint", "tasks.data", "tasks.tokenizers",
-           "tasks.registry", "meta_train.pes", "meta_train.trainer"]
+           "tasks.registry", "meta_train.pes", "meta_train.trainer",
+           "tasks.zoo.addition"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,0 +1,244 @@
+"""Builds a zoo of seq2seq GRU models on addition, each with its own learning rate and batch size.
+
+Model ``i`` is fully determined by ``(seed, i)``: its learning rate
+(log-uniform in [1e-4, 1e-2]), batch size (from {64, 128, 256}), initial
+weights and data stream. Models with the same batch size are trained together
+under ``vmap`` in chunks; each finished chunk is written atomically to
+``chunks/``, so an interrupted build resumes where it stopped and gives the
+same zoo. ``assemble`` gathers the chunks into ``zoo.npz``: every parameter
+tensor stacked over models (keys are tensor paths, e.g. ``encoder/hn/kernel``),
+``learning_rate``, ``batch_size``, ``success_rate`` (exact-match completion on
+a fixed test set of problems) and ``split`` (0 train, 1 valid, 2 test), plus
+``spec.json``.
+
+Usage:
+  unf-make-zoo --out zoo/full                                 # paper: 10,000 models, hidden 128
+  unf-make-zoo --out zoo/small --num-models 1000 --hidden 32 --train-steps 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import math
+import os
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from tasks.zoo import addition
+
+BATCH_SIZES = (64, 128, 256)
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooConfig:
+  """Defaults are the paper's (PAPER_FACTS section 7); training length is not stated there."""
+
+  num_models: int = 10_000
+  hidden: int = 128
+  embed_dim: int = 16
+  train_steps: int = 1_000
+  learning_rate_range: tuple[float, float] = (1e-4, 1e-2)
+  test_problems: int = 1_000
+  split: tuple[int, int, int] = (8_000, 1_000, 1_000)
+  seed: int = 0
+  chunk_size: int = 250
+
+  def __post_init__(self):
+    if sum(self.split) != self.num_models:
+      raise ValueError(f"split {self.split} does not add up to num_models={self.num_models}")
+
+  @classmethod
+  def scaled(cls, num_models: int, **overrides) -> "ZooConfig":
+    """A config with the paper's 80/10/10 split for ``num_models``."""
+    valid = test = num_models // 10
+    return cls(num_models=num_models, split=(num_models - valid - test, valid, test), **overrides)
+
+
+def hyperparameters(config: ZooConfig) -> tuple[np.ndarray, np.ndarray]:
+  """Learning rates and batch sizes of all models (each from its own key)."""
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(config.seed), i))(
+      jnp.arange(config.num_models))
+  low, high = (math.log(x) for x in config.learning_rate_range)
+
+  def sample(key):
+    lr_key, bs_key = jax.random.split(jax.random.fold_in(key, 1))
+    return (jnp.exp(jax.random.uniform(lr_key, (), minval=low, maxval=high)),
+            jax.random.randint(bs_key, (), 0, len(BATCH_SIZES)))
+
+  rates, choices = jax.vmap(sample)(keys)
+  return np.asarray(rates, np.float32), np.asarray(BATCH_SIZES)[np.asarray(choices)]
+
+
+def _model_key(config: ZooConfig, index) -> jax.Array:
+  return jax.random.fold_in(jax.random.PRNGKey(config.seed), index)
+
+
+def train_chunk(config: ZooConfig, indices: np.ndarray, batch_size: int):
+  """Trains the models ``indices`` (all of batch size ``batch_size``) under vmap.
+
+  Returns their parameters (stacked) and test success rates.
+  """
+  rates, _ = hyperparameters(config)
+  indices = jnp.asarray(indices)
+  return _compiled_trainer(config, batch_size)(indices, jnp.asarray(rates)[indices])
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_trainer(config: ZooConfig, batch_size: int):
+  """One jitted, vmapped trainer per (config, batch size), reused across chunks."""
+  model = addition.Seq2SeqGRU(config.hidden, config.embed_dim)
+  adam = optax.scale_by_adam()
+  test_inputs, test_targets = addition.sample_problems(
+      jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), 2**20), config.test_problems)
+
+  def train_one(index, learning_rate):
+    key = _model_key(config, index)
+    init_key, data_key = jax.random.split(jax.random.fold_in(key, 2))
+    sample_inputs, sample_targets = addition.sample_problems(init_key, 2)
+    params = model.init(init_key, sample_inputs, sample_targets)["params"]
+
+    def step(carry, t):
+      params, state = carry
+      inputs, targets = addition.sample_problems(jax.random.fold_in(data_key, t), batch_size)
+      grads = jax.grad(lambda p: addition.loss(model, p, inputs, targets))(params)
+      updates, state = adam.update(grads, state)
+      params = jax.tree.map(lambda p, u: p - learning_rate * u, params, updates)
+      return (params, state), None
+
+    (params, _), _ = jax.lax.scan(step, (params, adam.init(params)), jnp.arange(config.train_steps))
+    return params, addition.success_rate(model, params, test_inputs, test_targets)
+
+  return jax.jit(jax.vmap(train_one))
+
+
+def _flatten(params) -> dict[str, np.ndarray]:
+  flat = {}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    flat["/".join(str(getattr(k, "key", k)) for k in path)] = np.asarray(leaf)
+  return flat
+
+
+def unflatten(flat: dict[str, np.ndarray]) -> dict:
+  """Nested params from ``zoo.npz``'s path-keyed tensors."""
+  tree: dict = {}
+  for key, value in flat.items():
+    node = tree
+    *parents, leaf = key.split("/")
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = value
+  return tree
+
+
+def _chunks(config: ZooConfig) -> list[tuple[int, np.ndarray, int]]:
+  _, batch_sizes = hyperparameters(config)
+  plan = []
+  for batch_size in BATCH_SIZES:
+    members = np.flatnonzero(batch_sizes == batch_size)
+    for start in range(0, len(members), config.chunk_size):
+      plan.append((batch_size, members[start:start + config.chunk_size]))
+  return [(number, indices, batch_size) for number, (batch_size, indices) in enumerate(plan)]
+
+
+def build(config: ZooConfig, out: os.PathLike | str, quiet: bool = False) -> pathlib.Path:
+  """Trains every missing chunk, then assembles ``zoo.npz``; returns its path."""
+  out = pathlib.Path(out)
+  chunk_dir = out / "chunks"
+  chunk_dir.mkdir(parents=True, exist_ok=True)
+  config_path = out / "config.json"
+  stored = dataclasses.asdict(config)
+  if config_path.exists():
+    previous = json.loads(config_path.read_text())
+    if previous != json.loads(json.dumps(stored)):
+      raise ValueError(f"{out} holds a zoo with another configuration; use another --out")
+  else:
+    config_path.write_text(json.dumps(stored, indent=2))
+  plan = _chunks(config)
+  progress = None
+  if not quiet:
+    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+    progress = tqdm(total=config.num_models, desc="training zoo", unit="model")
+  for number, indices, batch_size in plan:
+    path = chunk_dir / f"chunk_{number:05d}.npz"
+    if not path.exists():
+      params, success = train_chunk(config, indices, batch_size)
+      staging = path.with_suffix(".tmp.npz")
+      np.savez(staging, index=indices, success_rate=np.asarray(success), **_flatten(params))
+      os.replace(staging, path)
+    if progress is not None:
+      progress.update(len(indices))
+  if progress is not None:
+    progress.close()
+  return assemble(config, out)
+
+
+def assemble(config: ZooConfig, out: pathlib.Path) -> pathlib.Path:
+  rates, batch_sizes = hyperparameters(config)
+  tensors: dict[str, np.ndarray] = {}
+  success = np.zeros(config.num_models, np.float32)
+  for number, indices, _ in _chunks(config):
+    with np.load(out / "chunks" / f"chunk_{number:05d}.npz", allow_pickle=False) as chunk:
+      np.testing.assert_array_equal(chunk["index"], indices)
+      success[indices] = chunk["success_rate"]
+      for key in chunk.files:
+        if key not in ("index", "success_rate"):
+          if key not in tensors:
+            tensors[key] = np.zeros((config.num_models, *chunk[key].shape[1:]), np.float32)
+          tensors[key][indices] = chunk[key]
+  order = np.random.default_rng(config.seed).permutation(config.num_models)
+  split = np.zeros(config.num_models, np.int8)
+  train, valid, _ = config.split
+  split[order[train:train + valid]] = 1
+  split[order[train + valid:]] = 2
+  path = out / "zoo.npz"
+  staging = out / "zoo.tmp.npz"
+  np.savez(staging, learning_rate=rates, batch_size=batch_sizes, success_rate=success,
+           split=split, **{f"params/{k}": v for k, v in tensors.items()})
+  os.replace(staging, path)
+  (out / "spec.json").write_text(json.dumps(addition.spec(), indent=1))
+  return path
+
+
+def load_zoo(path: os.PathLike | str) -> dict:
+  """``{"params": nested [N, ...] arrays, "success_rate", "learning_rate", "batch_size", "split"}``."""
+  with np.load(path, allow_pickle=False) as zoo:
+    flat = {k[len("params/"):]: zoo[k] for k in zoo.files if k.startswith("params/")}
+    out = {k: zoo[k] for k in zoo.files if not k.startswith("params/")}
+  out["params"] = unflatten(flat)
+  return out
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="unf-make-zoo", description=__doc__.split("\n")[0])
+  parser.add_argument("--out", required=True)
+  parser.add_argument("--num-models", type=int, default=10_000)
+  parser.add_argument("--hidden", type=int, default=128)
+  parser.add_argument("--embed-dim", type=int, default=16)
+  parser.add_argument("--train-steps", type=int, default=1_000)
+  parser.add_argument("--test-problems", type=int, default=1_000)
+  parser.add_argument("--chunk-size", type=int, default=250)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--quiet", action="store_true")
+  args = parser.parse_args(argv)
+  config = ZooConfig.scaled(args.num_models, hidden=args.hidden, embed_dim=args.embed_dim,
+                            train_steps=args.train_steps, test_problems=args.test_problems,
+                            chunk_size=args.chunk_size, seed=args.seed)
+  try:
+    path = build(config, args.out, args.quiet)
+  except ValueError as error:
+    print(f"unf-make-zoo: {error}", file=sys.stderr)
+    return 2
+  print(f"zoo written to {path}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
