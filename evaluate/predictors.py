@@ -32,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import unf_lopt as U
 
@@ -58,16 +59,29 @@ class _MLP(nn.Module):
 
 
 class StatNN(nn.Module):
-  """Statistics of each tensor -> MLP -> logit."""
+  """Statistics of each tensor, standardised -> MLP -> logit.
+
+  ``shift`` and ``scale`` standardise each statistic (they span orders of
+  magnitude); `statnn_for` takes them from the training networks.
+  """
 
   mlp: Sequence[int] = (600,) * 6
+  shift: tuple[float, ...] | None = None
+  scale: tuple[float, ...] | None = None
 
   @nn.compact
   def __call__(self, params):
     features = tensor_statistics(params)
-    # Statistics span orders of magnitude; a learned normalisation keeps the MLP stable.
-    features = nn.LayerNorm(use_scale=False, use_bias=False)(features)
+    if self.shift is not None:
+      features = (features - jnp.asarray(self.shift)) / jnp.asarray(self.scale)
     return _MLP(tuple(self.mlp))(features)
+
+
+def statnn_for(weights: Any, mlp: Sequence[int] = (600,) * 6) -> StatNN:
+  """A StatNN standardising by the statistics of ``weights`` (stacked ``[N, ...]``)."""
+  stats = np.asarray(jax.vmap(tensor_statistics)(weights))
+  return StatNN(tuple(mlp), tuple(stats.mean(0).tolist()),
+                tuple((stats.std(0) + 1e-8).tolist()))
 
 
 class InvariantPredictor(nn.Module):
@@ -101,3 +115,63 @@ def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
   concordance = np.sum(dx * dy)
   untied = np.sqrt(np.sum(dx != 0) * np.sum(dy != 0))
   return float(concordance / untied) if untied else float("nan")
+
+
+def _binary_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+  return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, targets))
+
+
+def fit_predictor(net: nn.Module, weights: Any, targets: np.ndarray, split: np.ndarray,
+                  seed: int = 0, epochs: int = 10, batch_size: int = 10,
+                  learning_rate: float = 1e-3) -> dict[str, Any]:
+  """Trains ``net`` with binary cross-entropy on ``targets`` in [0, 1] (PAPER_FACTS section 7).
+
+  Args:
+    net: a predictor (one network in, one logit out).
+    weights: the networks' parameters, every leaf stacked over networks ``[N, ...]``.
+    targets: ``[N]`` values in [0, 1] (e.g. test success rates).
+    split: ``[N]`` with 0 train, 1 valid, 2 test.
+    seed, epochs, batch_size, learning_rate: Adam training settings.
+
+  Returns:
+    ``{"test_tau", "valid_tau", "best_epoch", "history"}``; the parameters of
+    the epoch with the best validation loss are the ones tested (early stopping).
+  """
+  targets = jnp.asarray(targets, jnp.float32)
+  rows = {name: np.flatnonzero(split == code) for code, name in enumerate(("train", "valid", "test"))}
+  take = lambda index: jax.tree.map(lambda w: jnp.asarray(w[index]), weights)
+  key = jax.random.PRNGKey(seed)
+  variables = net.init(key, jax.tree.map(lambda w: jnp.asarray(w[0]), weights))
+  optimizer = optax.adam(learning_rate)
+  state = optimizer.init(variables)
+  predict = jax.jit(jax.vmap(lambda v, w: net.apply(v, w), in_axes=(None, 0)))
+
+  @jax.jit
+  def step(variables, state, batch, batch_targets):
+    loss, grads = jax.value_and_grad(
+        lambda v: _binary_cross_entropy(jax.vmap(lambda w: net.apply(v, w))(batch), batch_targets)
+    )(variables)
+    updates, state = optimizer.update(grads, state)
+    return optax.apply_updates(variables, updates), state, loss
+
+  def evaluate(variables, index):
+    logits = np.concatenate([np.asarray(predict(variables, take(index[i:i + 256])))
+                             for i in range(0, len(index), 256)])
+    loss = float(_binary_cross_entropy(jnp.asarray(logits), targets[index]))
+    return loss, kendall_tau(logits, np.asarray(targets[index]))
+
+  rng = np.random.default_rng(seed)
+  best = (float("inf"), variables, -1)
+  history = []
+  for epoch in range(epochs):
+    order = rng.permutation(rows["train"])
+    for start in range(0, len(order) - batch_size + 1, batch_size):
+      index = order[start:start + batch_size]
+      variables, state, _ = step(variables, state, take(index), targets[index])
+    valid_loss, valid_tau = evaluate(variables, rows["valid"])
+    history.append({"epoch": epoch + 1, "valid_loss": valid_loss, "valid_tau": valid_tau})
+    if valid_loss < best[0]:
+      best = (valid_loss, variables, epoch + 1)
+  _, test_tau = evaluate(best[1], rows["test"])
+  return {"test_tau": test_tau, "valid_tau": history[best[2] - 1]["valid_tau"],
+          "best_epoch": best[2], "history": history}

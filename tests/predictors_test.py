@@ -47,3 +47,39 @@ def test_kendall_tau_matches_scipy():
         scipy.stats.kendalltau(ties_x, ties_y)[0], abs=1e-12)
   with pytest.raises(ValueError):
     predictors.kendall_tau(np.zeros(3), np.zeros(4))
+
+
+def test_fit_predictor_learns_a_weight_statistic_and_stops_early():
+  # Targets that are a known function of the weights: a sigmoid of the head's mean.
+  stacked = jax.vmap(lambda seed: zoo_model_params(seed))(np.arange(120))
+  head_mean = np.asarray(stacked["head"]["kernel"]).reshape(120, -1).mean(1)
+  targets = 1 / (1 + np.exp(-8 * (head_mean - head_mean.mean()) / head_mean.std()))
+  split = np.repeat([0, 1, 2], [80, 20, 20])
+  net = predictors.statnn_for(jax.tree.map(lambda w: w[:80], stacked), mlp=(32, 32))
+  result = predictors.fit_predictor(net, stacked, targets, split,
+                                    epochs=15, batch_size=10, learning_rate=3e-3)
+  assert result["test_tau"] > 0.35, result  # 0.58 here; chance is 0 +- 0.16
+  assert 1 <= result["best_epoch"] <= 15 and len(result["history"]) == 15
+  best = min(h["valid_loss"] for h in result["history"])
+  assert result["history"][result["best_epoch"] - 1]["valid_loss"] == best
+
+
+def test_predict_generalization_command_on_a_synthetic_zoo(tmp_path, capsys):
+  from evaluate import predict_generalization  # pylint: disable=g-import-not-at-top
+  stacked = jax.vmap(lambda seed: zoo_model_params(seed))(np.arange(30))
+  flat = {f"params/{'/'.join(str(k.key) for k in path)}": np.asarray(leaf)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(stacked)}
+  rates = np.linspace(0, 1, 30).astype(np.float32)
+  split = np.repeat([0, 1, 2], [20, 5, 5]).astype(np.int8)
+  np.savez(tmp_path / "zoo.npz", success_rate=rates, split=split,
+           learning_rate=np.full(30, 1e-3, np.float32), batch_size=np.full(30, 64), **flat)
+  code = predict_generalization.main(["--zoo", str(tmp_path / "zoo.npz"), "--predictor", "deepset",
+                                      "--seeds", "2", "--epochs", "2", "--channels", "4",
+                                      "--mlp-width", "8", "--out", str(tmp_path / "out")])
+  assert code == 0
+  assert "deepset: Kendall tau" in capsys.readouterr().out
+  import json  # pylint: disable=g-import-not-at-top
+  result = json.loads((tmp_path / "out" / "result.json").read_text())
+  assert len(result["taus"]) == 2 and result["mean"] == pytest.approx(np.mean(result["taus"]))
+  assert predict_generalization.main(["--zoo", str(tmp_path / "none.npz"),
+                                      "--predictor", "unf"]) == 2
