@@ -8,7 +8,8 @@ A checkpoint is a directory ``checkpoints/step_NNNNNNN`` holding
   parameters, outer optimizer state, every PES run), flax msgpack, no pickle;
 * ``training_state.json``: step, config fingerprint and the msgpack's sha256.
 
-It is written in a hidden staging directory and renamed into place, so a
+It is written with `unf_lopt.checkpoint.atomic_directory` (a hidden staging
+directory renamed into place), so a
 process killed at any moment leaves either the previous checkpoints or the new
 complete one; staging leftovers are ignored and cleaned up.
 """
@@ -21,7 +22,6 @@ import os
 import pathlib
 import re
 import shutil
-import tempfile
 from typing import Any
 
 import flax.serialization
@@ -29,6 +29,7 @@ import jax
 import numpy as np
 
 import unf_lopt as U
+from unf_lopt.checkpoint import atomic_directory
 
 STATE_FILE = "training_state.msgpack"
 STATE_INFO = "training_state.json"
@@ -38,13 +39,6 @@ _STEP_DIR = re.compile(r"step_(\d+)")
 
 class TrainingCheckpointError(ValueError):
   """A training checkpoint is damaged or belongs to another configuration."""
-
-
-def _fsync_tree(root: pathlib.Path) -> None:
-  for path in sorted(root.rglob("*")):
-    if path.is_file():
-      with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
 
 
 def save(directory: os.PathLike | str, step: int, state: Any, lopt, meta_params,
@@ -57,20 +51,11 @@ def save(directory: os.PathLike | str, step: int, state: Any, lopt, meta_params,
   info = {"step": step, "fingerprint": fingerprint,
           "sha256": hashlib.sha256(payload).hexdigest()}
   final = directory / f"step_{step:07d}"
-  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=directory))
-  staging.chmod(0o755)  # mkdtemp makes it private; a checkpoint is an ordinary directory
-  try:
+  with atomic_directory(final) as staging:
     U.save_checkpoint(staging / OPTIMIZER_DIR, lopt, meta_params,
                       metadata={**(metadata or {}), "outer_step": step})
     (staging / STATE_FILE).write_bytes(payload)
     (staging / STATE_INFO).write_text(json.dumps(info, indent=2))
-    _fsync_tree(staging)
-    if final.exists():
-      shutil.rmtree(final)
-    os.replace(staging, final)
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
   for old in complete_steps(directory)[:-keep]:
     shutil.rmtree(directory / f"step_{old:07d}", ignore_errors=True)
   return final

@@ -25,12 +25,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -96,15 +97,29 @@ def save_checkpoint(path: str | os.PathLike, lopt: NominalLOpt, meta_params: PyT
       "meta_params_sha256": hashlib.sha256(payload).hexdigest(),
   }
   text = json.dumps(config, indent=2, sort_keys=True)
+  with atomic_directory(path) as staging:
+    (staging / PARAMS_FILE).write_bytes(payload)
+    (staging / CONFIG_FILE).write_text(text)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+  """Yields a hidden staging directory that replaces ``path`` when the block succeeds.
+
+  Files are fsynced before the rename; if the block raises, the staging
+  directory is removed and ``path`` is left as it was. Staging directories are
+  named ``.{name}.*`` beside ``path``.
+  """
+  path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
   staging.chmod(0o755)  # mkdtemp makes it private; a checkpoint is an ordinary directory
   try:
-    (staging / PARAMS_FILE).write_bytes(payload)
-    (staging / CONFIG_FILE).write_text(text)
-    for name in (PARAMS_FILE, CONFIG_FILE):
-      with open(staging / name, "rb") as handle:
-        os.fsync(handle.fileno())
+    yield staging
+    for file in sorted(staging.rglob("*")):
+      if file.is_file():
+        with open(file, "rb") as handle:
+          os.fsync(handle.fileno())
     retired = None
     if path.exists():
       retired = path.with_name(f".{path.name}.old-{os.getpid()}")
