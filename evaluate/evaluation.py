@@ -115,19 +115,19 @@ def train_curves(lopt, meta, task: tasks_lib.Task, problem: InnerProblem, seeds:
     init_key, _ = jax.random.split(key)
     return optimizer.init(problem.init(init_key), num_steps=steps)
 
-  def chunk_fn(state, key, offset, length):
+  def chunk_fn(state, key, data, offset, length):
     data_key = jax.random.split(key)[1]
 
     def step(state, index):
-      batch = problem.sample_batch(problem.data, jax.random.fold_in(data_key, index))
-      loss, grads = jax.value_and_grad(problem.loss)(optimizer.get_params(state), batch)
-      return optimizer.update(state, grads, loss=loss), loss
+      batch = problem.sample_batch(data, jax.random.fold_in(data_key, index))
+      return problem.train_step(optimizer, state, batch)
 
     return jax.lax.scan(step, state, offset + jnp.arange(length))
 
   states = jax.jit(jax.vmap(start))(keys)
   evaluate = jax.jit(jax.vmap(lambda s: test_metrics(optimizer.get_params(s))))
-  run_chunk = jax.jit(jax.vmap(chunk_fn, in_axes=(0, 0, None, None)), static_argnums=3)
+  # The training data is an argument, not a constant baked into the program.
+  run_chunk = jax.jit(jax.vmap(chunk_fn, in_axes=(0, 0, None, None, None)), static_argnums=4)
   losses, test_steps, test_losses, test_accuracies = [], [], [], []
   done = 0
   while True:
@@ -139,7 +139,7 @@ def train_curves(lopt, meta, task: tasks_lib.Task, problem: InnerProblem, seeds:
     if done == steps:
       break
     length = min(eval_every - done % eval_every, steps - done)
-    states, chunk_losses = run_chunk(states, keys, done, length)
+    states, chunk_losses = run_chunk(states, keys, problem.data, done, length)
     losses.append(np.asarray(chunk_losses))
     done += length
     if progress is not None:

@@ -34,6 +34,11 @@ class InnerProblem:
   data: PyTree = dataclasses.field(default_factory=dict)
   normalizer: Callable[[jax.Array], jax.Array] = lambda loss: loss
 
+  def train_step(self, optimizer, state: PyTree, batch: PyTree) -> tuple[PyTree, jax.Array]:
+    """One inner step of ``optimizer`` on ``batch``: ``(next state, loss before the update)``."""
+    loss, grads = jax.value_and_grad(self.loss)(optimizer.get_params(state), batch)
+    return optimizer.update(state, grads, loss=loss), loss
+
   @classmethod
   def from_task(cls, task, split: str = "train") -> "InnerProblem":
     """Batches drawn uniformly (with replacement) from the task's ``split`` on the device."""
@@ -45,7 +50,7 @@ class InnerProblem:
       rows = jax.random.randint(key, (batch_size,), 0, size)
       return {name: value[rows] for name, value in data.items()}
 
-    return cls(name=task.name, init=task.init, loss=lambda p, b: task.loss(p, b),
+    return cls(name=task.name, init=task.init, loss=task.loss,
                sample_batch=sample_batch, data=data, normalizer=task.normalizer)
 
 
@@ -62,7 +67,6 @@ def unroll(lopt, meta_params: PyTree, problem: InnerProblem, key: jax.Array,
 
   def step(state, index):
     batch = problem.sample_batch(problem.data, jax.random.fold_in(data_key, index))
-    loss, grads = jax.value_and_grad(problem.loss)(optimizer.get_params(state), batch)
-    return optimizer.update(state, grads, loss=loss), loss
+    return problem.train_step(optimizer, state, batch)
 
   return jax.lax.scan(step, state, jnp.arange(num_steps))[1]

@@ -190,9 +190,7 @@ class TruncatedPES:
     problem = self.problem
 
     def particle_step(meta, state, batch):
-      optimizer = self.lopt.opt_fn(meta)
-      loss, grads = jax.value_and_grad(problem.loss)(optimizer.get_params(state), batch)
-      return optimizer.update(state, grads, loss=loss), loss
+      return problem.train_step(self.lopt.opt_fn(meta), state, batch)
 
     def step(particles, index):
       batch = problem.sample_batch(data, jax.random.fold_in(data_key, index))
