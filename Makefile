@@ -1,8 +1,12 @@
-# Two entry points; README.md documents both.
+# Entry points; README.md documents them.
 PYTHON ?= python3
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
+# learned_optimization interop lives in its own virtual environment, so the
+# core environment never gets TensorFlow or learned_optimization.
+LO_VENV ?= .venv-lo
+LO_PYTHON := $(LO_VENV)/bin/python
 
-.PHONY: install system-data test bench demo
+.PHONY: install system-data test test-core test-lo lo-install bench demo
 
 # Real FashionMNIST comes from Debian's dataset-fashion-mnist package where apt
 # is available; without it the tiny_* tasks and tests still run, and
@@ -22,8 +26,24 @@ system-data:
 install: system-data
 	$(PYTHON) -m pip install -e ".[dev]"
 
-test: install
+# The core suite, then the learned_optimization interop tests in .venv-lo.
+test: test-core test-lo
+
+test-core: install
 	$(PYTHON) -m pytest -q
+
+# learned-optimization 0.0.1 cannot be installed with its declared dependencies:
+# install the real ones (requirements-lo.txt), then it with --no-deps.
+lo-install:
+	@[ -x $(LO_PYTHON) ] || $(PYTHON) -m venv $(LO_VENV) || { \
+	  echo "could not create $(LO_VENV): on Debian install python3-venv"; exit 1; }
+	$(LO_PYTHON) -m pip install -q --upgrade pip
+	$(LO_PYTHON) -m pip install -q -r requirements-lo.txt
+	$(LO_PYTHON) -m pip install -q --no-deps learned-optimization==0.0.1
+	$(LO_PYTHON) -m pip install -q -e ".[dev]"
+
+test-lo: lo-install
+	$(LO_PYTHON) -m pytest -q tests_lo
 
 bench: install
 	$(PYTHON) -m evaluate.bench_layers

@@ -5,7 +5,10 @@
 
 An optimizer is named by a meta-training run directory (its ``optimizer/``),
 an optimizer checkpoint directory, ``pretrained:NAME`` (shipped with the
-package) or ``adam`` (optax Adam, learning rate 1e-3, not tuned). Learned
+package), ``adam`` (optax Adam, learning rate 1e-3, not tuned) or
+``lo:NAME[@FILE]``, a learned_optimization learned optimizer such as
+``lo:mlp_lopt`` (optional extra; meta-parameters from its ``init`` with seed 0,
+or from FILE, see `unf_lopt.integrations.learned_optimization`). Learned
 optimizers are rebuilt on the evaluated task's weight space, so an optimizer
 meta-trained on one MLP runs on an MLP of other widths.
 
@@ -43,6 +46,7 @@ from unf_lopt.checkpoint import CONFIG_FILE
 
 ADAM = "adam"
 PRETRAINED_PREFIX = "pretrained:"
+LO_PREFIX = "lo:"
 
 
 class OptimizerSpecError(ValueError):
@@ -54,6 +58,9 @@ def optimizer_label(name: str) -> str:
     return name[len(PRETRAINED_PREFIX):]
   if name == ADAM:
     return ADAM
+  if name.startswith(LO_PREFIX):
+    optimizer, _, path = name.partition("@")
+    return f"{optimizer}@{pathlib.Path(path).name}" if path else optimizer
   return pathlib.Path(name).resolve().name
 
 
@@ -61,6 +68,14 @@ def load_optimizer(name: str, task: tasks_lib.Task):
   """``(lopt, meta_params)`` for an ``--optimizers`` entry, fitted to ``task``."""
   if name == ADAM:
     return U.NominalLOpt("adam"), {}
+  if name.startswith(LO_PREFIX):
+    # Imported here: the core must run without learned_optimization.
+    from unf_lopt.integrations import learned_optimization  # pylint: disable=g-import-not-at-top
+    try:
+      return learned_optimization.lo_learned_optimizer(name[len(LO_PREFIX):])
+    except (KeyError, ValueError) as error:
+      message = error.args[0] if isinstance(error, KeyError) and error.args else error
+      raise OptimizerSpecError(f"{name}: {message}") from error
   try:
     if name.startswith(PRETRAINED_PREFIX):
       lopt, meta = U.pretrained(name[len(PRETRAINED_PREFIX):])
@@ -266,7 +281,8 @@ def main(argv=None) -> int:
   parser.add_argument("--task-options", default="{}",
                       help='JSON options of the task, e.g. \'{"image_size": 16}\'')
   parser.add_argument("--optimizers", required=True,
-                      help="comma-separated: run dirs, checkpoint dirs, pretrained:NAME, adam")
+                      help="comma-separated: run dirs, checkpoint dirs, pretrained:NAME, adam, "
+                      "lo:NAME[@FILE] (learned_optimization's, e.g. lo:mlp_lopt)")
   parser.add_argument("--steps", type=int, default=2000)
   parser.add_argument("--seeds", type=int, default=5)
   parser.add_argument("--eval-every", type=int, default=100)
@@ -280,7 +296,7 @@ def main(argv=None) -> int:
     rows = evaluate_optimizers(args.task, args.optimizers.split(","), args.steps, args.seeds,
                                args.out, args.eval_every, args.final_window, args.threshold,
                                options, args.quiet)
-  except (OptimizerSpecError, KeyError, ValueError, FileNotFoundError) as error:
+  except (OptimizerSpecError, KeyError, ValueError, FileNotFoundError, ImportError) as error:
     message = error.args[0] if isinstance(error, KeyError) and error.args else error
     print(f"unf-evaluate: {message}", file=sys.stderr)
     return 2

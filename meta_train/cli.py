@@ -2,6 +2,7 @@
 
   unf-meta-train --task mlp_fmnist --update-net unf --out runs/unf_mlp
   unf-meta-train --config run.yaml --outer-steps 200      # flags override the file
+  unf-meta-train --task lo:quadratic_family --backend learned_optimization --out runs/lo
 
 Defaults are the paper's settings. Running the same command again on an
 existing ``--out`` directory resumes from its newest checkpoint. For several
@@ -18,7 +19,7 @@ import json
 import pathlib
 import sys
 
-from meta_train.trainer import UPDATE_NETS, MetaTrainConfig, MetaTrainer
+from meta_train.trainer import BACKENDS, UPDATE_NETS, MetaTrainConfig, make_trainer
 
 _HELP = {
     "task": "registered task (see tasks.registered_tasks())",
@@ -35,6 +36,8 @@ _HELP = {
     "hidden": "width of the update network", "depth": "DeepSet layers before the last layer",
     "seed": "seed of everything random", "num_devices": "devices to shard runs over (0: all)",
     "checkpoint_every": "outer steps between checkpoints", "log_every": "outer steps between log lines",
+    "backend": f"one of {', '.join(BACKENDS)}: the PES of this package or learned_optimization's "
+               "TruncatedPES (optional extra: make lo-install)",
 }
 
 
@@ -78,8 +81,8 @@ def main(argv=None) -> int:
                    for field in dataclasses.fields(MetaTrainConfig)
                    if getattr(args, field.name) is not None})
     config = MetaTrainConfig.from_dict(values)
-    trainer = MetaTrainer(config, args.out, quiet=args.quiet)
-  except (ValueError, KeyError, FileNotFoundError) as error:
+    trainer = make_trainer(config, args.out, quiet=args.quiet)
+  except (ValueError, KeyError, FileNotFoundError, ImportError) as error:
     message = error.args[0] if isinstance(error, KeyError) and error.args else error
     print(f"unf-meta-train: {message}", file=sys.stderr)
     return 2

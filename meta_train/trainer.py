@@ -31,6 +31,9 @@ from meta_train.inner import InnerProblem
 from meta_train.pes import PESConfig, PESState, TruncatedPES, run_mesh
 
 UPDATE_NETS = ("unf", "nfn", "deepset", "sgdm")
+# "unf_lopt": our PES (meta_train.pes); "learned_optimization": its TruncatedPES
+# (optional extra; meta_train.lo_backend).
+BACKENDS = ("unf_lopt", "learned_optimization")
 # Settings that may change when a run is resumed: they do not alter its results.
 RESUMABLE_KEYS = ("outer_steps", "checkpoint_every", "log_every")
 
@@ -60,8 +63,11 @@ class MetaTrainConfig:
   num_devices: int = 0  # 0: all local devices
   checkpoint_every: int = 500
   log_every: int = 10
+  backend: str = "unf_lopt"
 
   def __post_init__(self):
+    if self.backend not in BACKENDS:
+      raise ValueError(f"unknown backend {self.backend!r}; expected one of {', '.join(BACKENDS)}")
     if self.update_net not in UPDATE_NETS:
       raise ValueError(f"unknown update net {self.update_net!r}; expected one of "
                        f"{', '.join(UPDATE_NETS)}")
@@ -88,6 +94,8 @@ class MetaTrainConfig:
   def fingerprint(self) -> str:
     """Hash of the settings that determine the results."""
     identity = {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_KEYS}
+    if identity["backend"] == "unf_lopt":
+      del identity["backend"]  # so runs written before the option existed still resume
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -114,6 +122,20 @@ def scalars(meta: Any) -> dict[str, float]:
   return out
 
 
+def make_trainer(config: MetaTrainConfig, run_dir: os.PathLike | str | None = None,
+                 quiet: bool = False):
+  """The trainer of ``config.backend``: `MetaTrainer` or learned_optimization's.
+
+  Raises:
+    ImportError: ``backend="learned_optimization"`` where it is not installed
+      (the message gives the install command).
+  """
+  if config.backend == "learned_optimization":
+    from meta_train.lo_backend import LOMetaTrainer  # pylint: disable=g-import-not-at-top
+    return LOMetaTrainer(config, run_dir, quiet=quiet)
+  return MetaTrainer(config, run_dir, quiet=quiet)
+
+
 class MetaTrainer:
   """Builds everything a run needs from a config, checks it, then trains.
 
@@ -134,6 +156,9 @@ class MetaTrainer:
 
   def __init__(self, config: MetaTrainConfig, run_dir: os.PathLike | str | None = None,
                quiet: bool = False):
+    if config.backend != "unf_lopt":
+      raise ValueError(f"MetaTrainer runs the unf_lopt backend, not {config.backend!r}: build the "
+                       "trainer with make_trainer(config, ...)")
     self.config = config
     self.run_dir = pathlib.Path(run_dir) if run_dir is not None else None
     self.quiet = quiet

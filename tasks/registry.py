@@ -33,8 +33,21 @@ def registered_tasks() -> dict[str, str]:
           for name, factory in _REGISTRY.items()}
 
 
+# ``lo:NAME`` names a learned_optimization task (optional extra, see README).
+LO_PREFIX = "lo:"
+
+
 def get_task(name: str, **options) -> base.Task:
-  """The task called ``name``; ``options`` override its defaults (e.g. ``image_size=8``)."""
+  """The task called ``name``; ``options`` override its defaults (e.g. ``image_size=8``).
+
+  ``lo:NAME`` is learned_optimization's task ``NAME`` (see
+  `unf_lopt.integrations.learned_optimization.lo_task`); it raises ImportError
+  with the install command where learned_optimization is not installed.
+  """
+  if name.startswith(LO_PREFIX):
+    # Imported here: the core must run without learned_optimization.
+    from unf_lopt.integrations import learned_optimization  # pylint: disable=g-import-not-at-top
+    return learned_optimization.lo_task(name[len(LO_PREFIX):], **options)
   if name not in _REGISTRY:
     close = difflib.get_close_matches(name, _REGISTRY, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
