@@ -46,10 +46,18 @@ class LOMetaTrainer:
 
   Construction checks everything (task, spec, data, run directory) before any
   meta-training compute, as `MetaTrainer` does.
+
+  Args:
+    config: the meta-training settings (``config.backend`` is not consulted).
+    run_dir: output directory, or None for no outputs.
+    quiet: no log lines on stderr.
+    steps_per_jit: inner steps per jitted unroll call of learned_optimization's
+      PES (must divide ``trunc_length``); default ``trunc_length``, i.e. one
+      call per perturbation sign and truncation (its own default is 10).
   """
 
   def __init__(self, config: MetaTrainConfig, run_dir: os.PathLike | str | None = None,
-               quiet: bool = False):
+               quiet: bool = False, steps_per_jit: int | None = None):
     if config.meta_loss != "mean":
       raise ValueError("learned_optimization's TruncatedPES averages the losses of a "
                        "truncation; --meta-loss final needs --backend unf_lopt")
@@ -73,7 +81,7 @@ class LOMetaTrainer:
         family, self.learned_opt, lo.truncation_schedule.ConstantTruncationSchedule(episode),
         num_tasks=config.num_runs, trunc_length=config.trunc_length,
         random_initial_iteration_offset=episode, std=config.sigma,
-        steps_per_jit=config.trunc_length)
+        steps_per_jit=steps_per_jit or config.trunc_length)
     self.learner = lo.gradient_learner.SingleMachineGradientLearner(
         self.learned_opt, [self.estimator], lo.opt_base.OptaxOptimizer(_outer_optimizer(config)),
         num_steps=config.outer_steps)
