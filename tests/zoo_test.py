@@ -20,6 +20,22 @@ def test_vectorised_encoding_matches_the_reference_encoder():
   assert addition.decode(addition.encode_problem(99999, 99999)[1]) == "199998<EOS>"
 
 
+@pytest.mark.parametrize("max_digits", [1, 2, 3])
+def test_fewer_digits_give_shorter_problems_with_every_operand_length(max_digits):
+  inputs, targets = addition.sample_problems(jax.random.PRNGKey(4), 300, max_digits)
+  assert inputs.shape == (300, addition.input_length(max_digits))
+  assert targets.shape == (300, addition.target_length(max_digits))
+  lengths = set()
+  for row_in, row_target in zip(np.asarray(inputs), np.asarray(targets)):
+    a, b = addition.decode(row_in)[:-1].split("+")
+    lengths.update((len(a), len(b)))
+    assert addition.decode(row_target) == f"{int(a) + int(b)}<EOS>"
+    np.testing.assert_array_equal(row_in, addition.encode_problem(int(a), int(b), max_digits)[0])
+  assert lengths == set(range(1, max_digits + 1))
+  with pytest.raises(ValueError, match="1 to 2 digits"):
+    addition.encode_problem(100, 1, max_digits=2)
+
+
 def test_exact_match_on_hand_made_predictions():
   _, target = addition.encode_problem(15, 20)  # "35<EOS>" then padding
   P, E = addition.PAD, addition.EOS
@@ -47,8 +63,10 @@ def test_zoo_spec_is_a_true_symmetry():
   permuted = permute(params, spec, hidden)
   assert float(addition.loss(model, permuted, inputs, targets)) == pytest.approx(
       float(addition.loss(model, params, inputs, targets)), rel=1e-5)
-  np.testing.assert_array_equal(model.apply({"params": permuted}, inputs, method=model.greedy),
-                                model.apply({"params": params}, inputs, method=model.greedy))
+  length = targets.shape[1]
+  np.testing.assert_array_equal(
+      model.apply({"params": permuted}, inputs, length, method=model.greedy),
+      model.apply({"params": params}, inputs, length, method=model.greedy))
   # Permuting the vocabulary without relabelling the data is not a symmetry.
   shuffled = permute(params, spec, {"vocab": np.roll(np.arange(14), 1)})
   assert abs(float(addition.loss(model, shuffled, inputs, targets)) -

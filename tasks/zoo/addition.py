@@ -1,8 +1,10 @@
 """Character-level addition ("15+20=" -> "35<EOS>") and the seq2seq GRU that learns it.
 
 Tokens: digits 0-9, ``+``, ``=`` (also the decoder's start symbol), ``EOS``
-and ``PAD``. Inputs are left-padded to ``INPUT_LENGTH`` so the encoder always
-ends on ``=``; targets are the sum's digits, ``EOS``, then ``PAD``.
+and ``PAD``. Operands have 1 to ``max_digits`` digits (the paper's 5 by
+default). Inputs are left-padded to ``input_length(max_digits)`` so the
+encoder always ends on ``=``; targets are the sum's digits, ``EOS``, then
+``PAD``, ``target_length(max_digits)`` tokens.
 
 Example:
 
@@ -25,18 +27,27 @@ import unf_lopt as U
 MAX_DIGITS = 5
 PLUS, EQUALS, EOS, PAD = 10, 11, 12, 13
 VOCAB_SIZE = 14
-INPUT_LENGTH = 2 * MAX_DIGITS + 2
-TARGET_LENGTH = MAX_DIGITS + 2  # the sum has up to MAX_DIGITS + 1 digits, then EOS
+
+
+def input_length(max_digits: int = MAX_DIGITS) -> int:
+  return 2 * max_digits + 2
+
+
+def target_length(max_digits: int = MAX_DIGITS) -> int:
+  return max_digits + 2  # the sum has up to max_digits + 1 digits, then EOS
+
 _SYMBOLS = {PLUS: "+", EQUALS: "=", EOS: "<EOS>", PAD: ""}
 
 
-def encode_problem(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-  """``(input [INPUT_LENGTH], target [TARGET_LENGTH])`` token arrays for ``a + b``."""
+def encode_problem(a: int, b: int, max_digits: int = MAX_DIGITS) -> tuple[np.ndarray, np.ndarray]:
+  """``(input, target)`` token arrays for ``a + b`` (a reference for tests, one problem at a time)."""
+  if max(a, b) >= 10**max_digits or min(a, b) < 0:
+    raise ValueError(f"operands of {a}+{b} must have 1 to {max_digits} digits")
   text = [int(c) for c in str(a)] + [PLUS] + [int(c) for c in str(b)] + [EQUALS]
-  inputs = np.full(INPUT_LENGTH, PAD, np.int32)
-  inputs[INPUT_LENGTH - len(text):] = text
+  inputs = np.full(input_length(max_digits), PAD, np.int32)
+  inputs[len(inputs) - len(text):] = text
   answer = [int(c) for c in str(a + b)] + [EOS]
-  target = np.full(TARGET_LENGTH, PAD, np.int32)
+  target = np.full(target_length(max_digits), PAD, np.int32)
   target[:len(answer)] = answer
   return inputs, target
 
@@ -45,13 +56,14 @@ def decode(tokens) -> str:
   return "".join(_SYMBOLS.get(int(t), str(int(t))) for t in tokens)
 
 
-def sample_problems(key: jax.Array, count: int) -> tuple[jax.Array, jax.Array]:
-  """Random problems on the device: operands with 1 to MAX_DIGITS digits, uniform values."""
+def sample_problems(key: jax.Array, count: int,
+                    max_digits: int = MAX_DIGITS) -> tuple[jax.Array, jax.Array]:
+  """Random problems on the device: digit counts uniform in 1..max_digits, then uniform values."""
   digit_key, value_key = jax.random.split(key)
-  digits = jax.random.randint(digit_key, (2, count), 1, MAX_DIGITS + 1)
+  digits = jax.random.randint(digit_key, (2, count), 1, max_digits + 1)
   low = jnp.where(digits == 1, 0, 10 ** (digits - 1))
   operands = low + (jax.random.uniform(value_key, (2, count)) * (10 ** digits - low)).astype(jnp.int32)
-  return _encode_batch(operands[0], operands[1])
+  return _encode_batch(operands[0], operands[1], max_digits)
 
 
 def _digits_of(values: jax.Array, width: int) -> tuple[jax.Array, jax.Array]:
@@ -64,26 +76,24 @@ def _digits_of(values: jax.Array, width: int) -> tuple[jax.Array, jax.Array]:
   return jnp.take_along_axis(all_digits, index, axis=1), count
 
 
-def _encode_batch(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
-  n = a.shape[0]
-  a_digits, a_count = _digits_of(a, MAX_DIGITS)
-  b_digits, b_count = _digits_of(b, MAX_DIGITS)
-  sum_digits, sum_count = _digits_of(a + b, MAX_DIGITS + 1)
-  position = jnp.arange(INPUT_LENGTH)[None, :]
-  start = INPUT_LENGTH - (a_count + b_count + 2)[:, None]
+def _encode_batch(a: jax.Array, b: jax.Array, max_digits: int) -> tuple[jax.Array, jax.Array]:
+  a_digits, a_count = _digits_of(a, max_digits)
+  b_digits, b_count = _digits_of(b, max_digits)
+  sum_digits, sum_count = _digits_of(a + b, max_digits + 1)
+  position = jnp.arange(input_length(max_digits))[None, :]
+  start = input_length(max_digits) - (a_count + b_count + 2)[:, None]
   offset = position - start
-  a_part = jnp.take_along_axis(a_digits, jnp.clip(offset, 0, MAX_DIGITS - 1), axis=1)
+  a_part = jnp.take_along_axis(a_digits, jnp.clip(offset, 0, max_digits - 1), axis=1)
   b_offset = offset - a_count[:, None] - 1
-  b_part = jnp.take_along_axis(b_digits, jnp.clip(b_offset, 0, MAX_DIGITS - 1), axis=1)
+  b_part = jnp.take_along_axis(b_digits, jnp.clip(b_offset, 0, max_digits - 1), axis=1)
   inputs = jnp.where(offset < 0, PAD,
            jnp.where(offset < a_count[:, None], a_part,
            jnp.where(offset == a_count[:, None], PLUS,
            jnp.where(b_offset < b_count[:, None], b_part, EQUALS))))
-  target_position = jnp.arange(TARGET_LENGTH)[None, :]
-  sum_part = jnp.take_along_axis(sum_digits, jnp.clip(target_position, 0, MAX_DIGITS), axis=1)
+  target_position = jnp.arange(target_length(max_digits))[None, :]
+  sum_part = jnp.take_along_axis(sum_digits, jnp.clip(target_position, 0, max_digits), axis=1)
   target = jnp.where(target_position < sum_count[:, None], sum_part,
            jnp.where(target_position == sum_count[:, None], EOS, PAD))
-  del n
   return inputs.astype(jnp.int32), target.astype(jnp.int32)
 
 
@@ -106,7 +116,7 @@ class Seq2SeqGRU(nn.Module):
     return state
 
   def __call__(self, inputs, targets):
-    """Teacher-forced logits ``[batch, TARGET_LENGTH, vocab]``."""
+    """Teacher-forced logits ``[batch, target length, vocab]``."""
     state = self.encode(inputs)
     previous = jnp.full((inputs.shape[0],), EQUALS)
     logits = []
@@ -116,12 +126,12 @@ class Seq2SeqGRU(nn.Module):
       previous = targets[:, t]
     return jnp.stack(logits, axis=1)
 
-  def greedy(self, inputs):
-    """Greedy decoding of ``TARGET_LENGTH`` tokens."""
+  def greedy(self, inputs, length: int):
+    """Greedy decoding of ``length`` tokens."""
     state = self.encode(inputs)
     previous = jnp.full((inputs.shape[0],), EQUALS)
     tokens = []
-    for _ in range(TARGET_LENGTH):
+    for _ in range(length):
       state, output = self.decoder(state, self.embed(previous))
       previous = jnp.argmax(self.head(output), axis=-1)
       tokens.append(previous)
@@ -153,5 +163,5 @@ def exact_match(predicted: jax.Array, targets: jax.Array) -> jax.Array:
 
 
 def success_rate(model: Seq2SeqGRU, params, inputs, targets) -> jax.Array:
-  predicted = model.apply({"params": params}, inputs, method=Seq2SeqGRU.greedy)
+  predicted = model.apply({"params": params}, inputs, targets.shape[1], method=Seq2SeqGRU.greedy)
   return exact_match(predicted, targets).mean()

@@ -44,6 +44,7 @@ class ZooConfig:
   num_models: int = 10_000
   hidden: int = 128
   embed_dim: int = 16
+  max_digits: int = addition.MAX_DIGITS
   train_steps: int = 1_000
   learning_rate_range: tuple[float, float] = (1e-4, 1e-2)
   test_problems: int = 1_000
@@ -97,17 +98,19 @@ def _compiled_trainer(config: ZooConfig, batch_size: int):
   model = addition.Seq2SeqGRU(config.hidden, config.embed_dim)
   adam = optax.scale_by_adam()
   test_inputs, test_targets = addition.sample_problems(
-      jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), 2**20), config.test_problems)
+      jax.random.fold_in(jax.random.PRNGKey(config.seed + 1), 2**20), config.test_problems,
+      config.max_digits)
 
   def train_one(index, learning_rate):
     key = _model_key(config, index)
     init_key, data_key = jax.random.split(jax.random.fold_in(key, 2))
-    sample_inputs, sample_targets = addition.sample_problems(init_key, 2)
+    sample_inputs, sample_targets = addition.sample_problems(init_key, 2, config.max_digits)
     params = model.init(init_key, sample_inputs, sample_targets)["params"]
 
     def step(carry, t):
       params, state = carry
-      inputs, targets = addition.sample_problems(jax.random.fold_in(data_key, t), batch_size)
+      inputs, targets = addition.sample_problems(jax.random.fold_in(data_key, t), batch_size,
+                                                  config.max_digits)
       grads = jax.grad(lambda p: addition.loss(model, p, inputs, targets))(params)
       updates, state = adam.update(grads, state)
       params = jax.tree.map(lambda p, u: p - learning_rate * u, params, updates)
@@ -216,12 +219,33 @@ def load_zoo(path: os.PathLike | str) -> dict:
   return out
 
 
+CPU_POOL_FLAG = "--xla_cpu_multi_thread_eigen=false"
+
+
+def avoid_cpu_thread_pool_hang() -> None:
+  """Turns off XLA:CPU's multi-threaded Eigen pool for this process.
+
+  With it on (jax 0.10 / this 2-core machine), the vmapped zoo trainer
+  sometimes never returns: every XLA worker thread waits on the pool and the
+  main thread waits for the result (seen with gdb; the same wedge is reported
+  for other vmapped CPU programs). Without the pool the trainer runs at the
+  same speed here, because the models are already batched by vmap. Must run
+  before JAX creates its CPU client; a flag the user set is left alone.
+  """
+  flags = os.environ.get("XLA_FLAGS", "")
+  if "xla_cpu_multi_thread_eigen" not in flags:
+    os.environ["XLA_FLAGS"] = f"{flags} {CPU_POOL_FLAG}".strip()
+
+
 def main(argv=None) -> int:
+  avoid_cpu_thread_pool_hang()
   parser = argparse.ArgumentParser(prog="unf-make-zoo", description=__doc__.split("\n")[0])
   parser.add_argument("--out", required=True)
   parser.add_argument("--num-models", type=int, default=10_000)
   parser.add_argument("--hidden", type=int, default=128)
   parser.add_argument("--embed-dim", type=int, default=16)
+  parser.add_argument("--max-digits", type=int, default=addition.MAX_DIGITS,
+                      help="operands have 1 to this many digits (paper: 5)")
   parser.add_argument("--train-steps", type=int, default=1_000)
   parser.add_argument("--test-problems", type=int, default=1_000)
   parser.add_argument("--chunk-size", type=int, default=250)
@@ -229,6 +253,7 @@ def main(argv=None) -> int:
   parser.add_argument("--quiet", action="store_true")
   args = parser.parse_args(argv)
   config = ZooConfig.scaled(args.num_models, hidden=args.hidden, embed_dim=args.embed_dim,
+                            max_digits=args.max_digits,
                             train_steps=args.train_steps, test_problems=args.test_problems,
                             chunk_size=args.chunk_size, seed=args.seed)
   try:
