@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util
 import numpy as np
+from absl import logging as absl_logging
 
 import unf_lopt as U
 from tasks import base as our_tasks
@@ -107,11 +108,17 @@ def _import_learned_optimization() -> types.SimpleNamespace:
       "truncation_schedule": "learned_optimization.outer_trainers.truncation_schedule",
       "gradient_learner": "learned_optimization.outer_trainers.gradient_learner",
   }
+  # learned_optimization.summary logs an ERROR when the optional oryx is
+  # missing; its summaries are not used here.
+  verbosity = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.FATAL)
   try:
     return types.SimpleNamespace(**{short: importlib.import_module(module)
                                     for short, module in names.items()})
   except ImportError as error:
     raise ImportError(INSTALL_HINT.format(error=error)) from error
+  finally:
+    absl_logging.set_verbosity(verbosity)
 
 
 lo = _import_learned_optimization()
