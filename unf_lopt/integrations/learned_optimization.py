@@ -445,7 +445,7 @@ def lo_task(name: str, spec: Callable[[PyTree], PyTree] | None = None, task_seed
       Its tfds-based image and language tasks need their datasets downloaded.
     spec: ``params -> spec``; default: the registered one, else `unf_lopt.infer_spec`
       where it recognises the parameters, else no symmetry (all axes fixed).
-    task_seed: the instance of a task family (the family's ``sample`` key).
+    task_seed: which instance of a task family (seeds the key of its ``sample``).
     num_batches: data rows drawn per split.
   """
   if name in LO_TASKS:
