@@ -6,8 +6,9 @@ the spec (tested); StatNN is invariant by construction of its statistics.
 
 * ``StatNN`` (Unterthiner et al. 2020): per tensor mean, variance and the
   0/25/50/75/100 percentiles, concatenated, then an MLP.
-* ``InvariantPredictor(layer="deepset"|"unf")``: equivariant layers with ReLU
-  (``channels`` wide) -> `unf_lopt.invariant_pool` -> MLP.
+* ``InvariantPredictor(layer="deepset"|"unf"|"nfn")``: equivariant layers
+  with ReLU (``channels`` wide) -> `unf_lopt.invariant_pool` -> MLP.
+* ``FlatMLP``: all weights flattened -> MLP (not invariant; the baseline).
 
 Paper sizes (PAPER_FACTS section 7): StatNN MLP 6 x 600; UNF 3 layers x 16
 channels, MLP 3 x 512.
@@ -49,13 +50,17 @@ def tensor_statistics(params: Any) -> jax.Array:
 
 
 class _MLP(nn.Module):
+  """ReLU MLP; one output is returned as a scalar (a logit), several as a vector."""
+
   widths: Sequence[int]
+  outputs: int = 1
 
   @nn.compact
   def __call__(self, x):
     for width in self.widths:
       x = nn.relu(nn.Dense(width)(x))
-    return nn.Dense(1)(x)[..., 0]
+    x = nn.Dense(self.outputs)(x)
+    return x[..., 0] if self.outputs == 1 else x
 
 
 class StatNN(nn.Module):
@@ -84,24 +89,44 @@ def statnn_for(weights: Any, mlp: Sequence[int] = (600,) * 6) -> StatNN:
                 tuple((stats.std(0) + 1e-8).tolist()))
 
 
+EQUIVARIANT_LAYERS = {"unf": U.UNFLinear, "deepset": U.DeepSetLinear, "nfn": U.NFNLinear}
+
+
 class InvariantPredictor(nn.Module):
-  """Equivariant layers (DeepSet or UNF) -> invariant pooling -> MLP -> logit."""
+  """Equivariant layers (UNF, DeepSet or NFN) -> invariant pooling -> MLP -> logit(s).
+
+  ``outputs=1`` gives one logit (a scalar); more give a vector of class logits.
+  NFN's layer is defined for MLP/CNN chains whose every axis is permuted.
+  """
 
   spec: Any
   layer: str = "unf"
   channels: int = 16
   depth: int = 3
   mlp: Sequence[int] = (512,) * 3
+  outputs: int = 1
 
   @nn.compact
   def __call__(self, params):
-    if self.layer not in ("unf", "deepset"):
-      raise ValueError(f"layer must be 'unf' or 'deepset', got {self.layer!r}")
+    if self.layer not in EQUIVARIANT_LAYERS:
+      raise ValueError(f"layer must be one of {sorted(EQUIVARIANT_LAYERS)}, got {self.layer!r}")
     features = jax.tree.map(lambda p: p[..., None], params)
     for _ in range(self.depth):
-      layer = U.UNFLinear(self.channels) if self.layer == "unf" else U.DeepSetLinear(self.channels)
+      layer = EQUIVARIANT_LAYERS[self.layer](self.channels)
       features = jax.tree.map(nn.relu, layer(features, self.spec))
-    return _MLP(tuple(self.mlp))(U.invariant_pool(features, self.spec))
+    return _MLP(tuple(self.mlp), self.outputs)(U.invariant_pool(features, self.spec))
+
+
+class FlatMLP(nn.Module):
+  """The non-equivariant baseline: every weight, flattened in tree order -> MLP."""
+
+  mlp: Sequence[int] = (512,) * 3
+  outputs: int = 1
+
+  @nn.compact
+  def __call__(self, params):
+    flat = jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(params)])
+    return _MLP(tuple(self.mlp), self.outputs)(flat)
 
 
 def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:

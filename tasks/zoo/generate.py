@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from tasks import chunked, xla_cpu
 from tasks.zoo import addition
 
 BATCH_SIZES = (64, 128, 256)
@@ -122,25 +123,6 @@ def _compiled_trainer(config: ZooConfig, batch_size: int):
   return jax.jit(jax.vmap(train_one))
 
 
-def _flatten(params) -> dict[str, np.ndarray]:
-  flat = {}
-  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-    flat["/".join(str(getattr(k, "key", k)) for k in path)] = np.asarray(leaf)
-  return flat
-
-
-def unflatten(flat: dict[str, np.ndarray]) -> dict:
-  """Nested params from ``zoo.npz``'s path-keyed tensors."""
-  tree: dict = {}
-  for key, value in flat.items():
-    node = tree
-    *parents, leaf = key.split("/")
-    for part in parents:
-      node = node.setdefault(part, {})
-    node[leaf] = value
-  return tree
-
-
 def _chunks(config: ZooConfig) -> list[tuple[int, np.ndarray, int]]:
   _, batch_sizes = hyperparameters(config)
   plan = []
@@ -165,37 +147,30 @@ def build(config: ZooConfig, out: os.PathLike | str, quiet: bool = False) -> pat
   else:
     config_path.write_text(json.dumps(stored, indent=2))
   plan = _chunks(config)
-  progress = None
-  if not quiet:
-    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-    progress = tqdm(total=config.num_models, desc="training zoo", unit="model")
-  for number, indices, batch_size in plan:
-    path = chunk_dir / f"chunk_{number:05d}.npz"
-    if not path.exists():
-      params, success = train_chunk(config, indices, batch_size)
-      staging = path.with_suffix(".tmp.npz")
-      np.savez(staging, index=indices, success_rate=np.asarray(success), **_flatten(params))
-      os.replace(staging, path)
-    if progress is not None:
-      progress.update(len(indices))
-  if progress is not None:
-    progress.close()
+
+  def train(number):
+    _, indices, batch_size = plan[number]
+    params, success = train_chunk(config, indices, batch_size)
+    return {"index": indices, "success_rate": success, **chunked.flatten_tree(params)}
+
+  chunked.build_chunks(chunk_dir, [len(indices) for _, indices, _ in plan], train,
+                       "training zoo", "model", quiet)
   return assemble(config, out)
 
 
 def assemble(config: ZooConfig, out: pathlib.Path) -> pathlib.Path:
   rates, batch_sizes = hyperparameters(config)
-  tensors: dict[str, np.ndarray] = {}
+  plan = _chunks(config)
+  arrays = chunked.load_chunks([chunked.chunk_path(out / "chunks", n) for n, _, _ in plan])
+  index = arrays.pop("index")
+  if not np.array_equal(np.sort(index), np.arange(config.num_models)):
+    raise ValueError(f"the chunks in {out / 'chunks'} do not hold models 0..{config.num_models - 1}"
+                     " once each; delete the directory and build again")
   success = np.zeros(config.num_models, np.float32)
-  for number, indices, _ in _chunks(config):
-    with np.load(out / "chunks" / f"chunk_{number:05d}.npz", allow_pickle=False) as chunk:
-      np.testing.assert_array_equal(chunk["index"], indices)
-      success[indices] = chunk["success_rate"]
-      for key in chunk.files:
-        if key not in ("index", "success_rate"):
-          if key not in tensors:
-            tensors[key] = np.zeros((config.num_models, *chunk[key].shape[1:]), np.float32)
-          tensors[key][indices] = chunk[key]
+  success[index] = arrays.pop("success_rate")
+  tensors = {key: np.zeros_like(value) for key, value in arrays.items()}
+  for key, value in arrays.items():
+    tensors[key][index] = value
   order = np.random.default_rng(config.seed).permutation(config.num_models)
   split = np.zeros(config.num_models, np.int8)
   train, valid, _ = config.split
@@ -215,30 +190,12 @@ def load_zoo(path: os.PathLike | str) -> dict:
   with np.load(path, allow_pickle=False) as zoo:
     flat = {k[len("params/"):]: zoo[k] for k in zoo.files if k.startswith("params/")}
     out = {k: zoo[k] for k in zoo.files if not k.startswith("params/")}
-  out["params"] = unflatten(flat)
+  out["params"] = chunked.unflatten_tree(flat)
   return out
 
 
-CPU_POOL_FLAG = "--xla_cpu_multi_thread_eigen=false"
-
-
-def avoid_cpu_thread_pool_hang() -> None:
-  """Turns off XLA:CPU's multi-threaded Eigen pool for this process.
-
-  With it on (jax 0.10 / this 2-core machine), the vmapped zoo trainer
-  sometimes never returns: every XLA worker thread waits on the pool and the
-  main thread waits for the result (seen with gdb; the same wedge is reported
-  for other vmapped CPU programs). Without the pool the trainer runs at the
-  same speed here, because the models are already batched by vmap. Must run
-  before JAX creates its CPU client; a flag the user set is left alone.
-  """
-  flags = os.environ.get("XLA_FLAGS", "")
-  if "xla_cpu_multi_thread_eigen" not in flags:
-    os.environ["XLA_FLAGS"] = f"{flags} {CPU_POOL_FLAG}".strip()
-
-
 def main(argv=None) -> int:
-  avoid_cpu_thread_pool_hang()
+  xla_cpu.avoid_thread_pool_hang()
   parser = argparse.ArgumentParser(prog="unf-make-zoo", description=__doc__.split("\n")[0])
   parser.add_argument("--out", required=True)
   parser.add_argument("--num-models", type=int, default=10_000)
