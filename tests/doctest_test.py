@@ -9,7 +9,7 @@ MODULES = ["unf_lopt.spec", "unf_lopt.spec_inference", "unf_lopt.basis", "unf_lo
            "unf_lopt.permutations", "unf_lopt.features", "unf_lopt.optimizer",
            "unf_lopt.optax_adapter", "unf_lopt.checkpoint", "tasks.data", "tasks.tokenizers",
            "tasks.registry", "meta_train.pes", "meta_train.trainer",
-           "tasks.zoo.addition"]
+           "tasks.zoo.addition", "tasks.chunked", "tasks.inr", "evaluate.predictors"]
 
 
 @pytest.mark.parametrize("name", MODULES)
