@@ -103,7 +103,8 @@ def fit_classifier(kind: str, weights: Any, labels: np.ndarray, split: np.ndarra
     seed, epochs, batch_size, learning_rate: Adam training settings.
 
   Returns:
-    ``{"test_accuracy", "valid_accuracy", "best_epoch", "history", "seconds"}``.
+    ``{"test_accuracy", "valid_accuracy", "train_accuracy", "best_epoch", "history",
+    "seconds"}``, accuracies of the tested (best-validation) parameters.
   """
   started = time.perf_counter()
   rows = {name: np.flatnonzero(split == code) for code, name in enumerate(("train", "valid", "test"))}
@@ -158,6 +159,7 @@ def fit_classifier(kind: str, weights: Any, labels: np.ndarray, split: np.ndarra
     if valid_accuracy > best[0]:
       best = (valid_accuracy, variables, epoch + 1)
   return {"test_accuracy": accuracy(best[1], rows["test"]), "valid_accuracy": best[0],
+          "train_accuracy": accuracy(best[1], rows["train"]),
           "best_epoch": best[2], "history": history, "seconds": time.perf_counter() - started}
 
 
@@ -193,7 +195,8 @@ def main(argv=None) -> int:
                               mlp_width=args.mlp_width)
       accuracies.append(result["test_accuracy"])
       print(f"{kind} seed {seed}: test accuracy {100 * result['test_accuracy']:.2f}% "
-            f"(best epoch {result['best_epoch']}, {result['seconds']:.0f} s)", file=sys.stderr)
+            f"(train {100 * result['train_accuracy']:.1f}%, best epoch {result['best_epoch']}, "
+            f"{result['seconds']:.0f} s)", file=sys.stderr)
     error = float(np.std(accuracies, ddof=1) / math.sqrt(len(accuracies))) if len(accuracies) > 1 \
         else float("nan")
     results[kind] = {"accuracies": accuracies, "mean": float(np.mean(accuracies)),
