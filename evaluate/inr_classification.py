@@ -73,12 +73,14 @@ def random_permutation(key: jax.Array, spec: Any, tree: Any) -> Any:
 
 
 def make_classifier(kind: str, example: Any, classes: int = 10, channels: int = 16,
-                    depth: int = 3, mlp_width: int = 256) -> tuple[nn.Module, Any]:
+                    depth: int = 3, mlp_width: int = 256,
+                    identity_share: float | None = None) -> tuple[nn.Module, Any]:
   """The classifier ``kind`` for INRs like ``example``, and the spec its augmentation uses."""
   true_spec = inr.spec(example)
   mlp = (mlp_width,) * 2
   if kind == "unf":
-    return predictors.InvariantPredictor(true_spec, "unf", channels, depth, mlp, classes), true_spec
+    return (predictors.InvariantPredictor(true_spec, "unf", channels, depth, mlp, classes,
+                                          identity_share), true_spec)
   if kind == "deepset":
     return (predictors.InvariantPredictor(true_spec, "deepset", channels, depth, mlp, classes),
             true_spec)
@@ -93,7 +95,8 @@ def make_classifier(kind: str, example: Any, classes: int = 10, channels: int = 
 
 def fit_classifier(kind: str, weights: Any, labels: np.ndarray, split: np.ndarray, seed: int = 0,
                    epochs: int = 10, batch_size: int = 32, learning_rate: float = 1e-3,
-                   classes: int = 10, channels: int = 16, mlp_width: int = 256) -> dict[str, Any]:
+                   classes: int = 10, channels: int = 16, mlp_width: int = 256,
+                   identity_share: float | None = None) -> dict[str, Any]:
   """Trains classifier ``kind`` on the train rows; tests the epoch with the best valid accuracy.
 
   Args:
@@ -101,6 +104,8 @@ def fit_classifier(kind: str, weights: Any, labels: np.ndarray, split: np.ndarra
     weights: standardised INR weights, every leaf ``[N, ...]``.
     labels: ``[N]`` class labels. split: ``[N]`` 0 train, 1 valid, 2 test.
     seed, epochs, batch_size, learning_rate: Adam training settings.
+    classes, channels, mlp_width: classifier sizes.
+    identity_share: initial variance share of UNF's identity term (`unf_lopt.UNFLinear`).
 
   Returns:
     ``{"test_accuracy", "valid_accuracy", "train_accuracy", "best_epoch", "history",
@@ -113,7 +118,8 @@ def fit_classifier(kind: str, weights: Any, labels: np.ndarray, split: np.ndarra
   weights = jax.tree.map(jnp.asarray, weights)
   labels = jnp.asarray(labels, jnp.int32)
   example = jax.tree.map(lambda w: w[0], weights)
-  net, spec = make_classifier(kind, example, classes, channels, mlp_width=mlp_width)
+  net, spec = make_classifier(kind, example, classes, channels, mlp_width=mlp_width,
+                              identity_share=identity_share)
   augment = kind == "mlp_augment"
   key = jax.random.PRNGKey(seed)
   variables = net.init(key, example)
@@ -174,6 +180,9 @@ def main(argv=None) -> int:
   parser.add_argument("--learning-rate", type=float, default=1e-3)
   parser.add_argument("--channels", type=int, default=16)
   parser.add_argument("--mlp-width", type=int, default=256)
+  parser.add_argument("--identity-share", type=float, default=None,
+                      help="UNF: initial variance share of the identity term (e.g. 0.8; "
+                           "default: all terms alike)")
   parser.add_argument("--out", type=pathlib.Path, help="writes results.json there")
   args = parser.parse_args(argv)
   try:
@@ -192,7 +201,7 @@ def main(argv=None) -> int:
     for seed in range(args.seeds):
       result = fit_classifier(kind, weights, dataset["label"], split, seed, args.epochs,
                               args.batch_size, args.learning_rate, channels=args.channels,
-                              mlp_width=args.mlp_width)
+                              mlp_width=args.mlp_width, identity_share=args.identity_share)
       accuracies.append(result["test_accuracy"])
       print(f"{kind} seed {seed}: test accuracy {100 * result['test_accuracy']:.2f}% "
             f"(train {100 * result['train_accuracy']:.1f}%, best epoch {result['best_epoch']}, "
@@ -208,6 +217,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(
         {"inrs": str(args.inrs), "split_sizes": sizes, "seeds": args.seeds,
+         "identity_share": args.identity_share,
          "epochs": args.epochs, "results": results}, indent=2))
   return 0
 

@@ -24,13 +24,15 @@ from evaluate import predictors
 from tasks.zoo import addition, generate
 
 
-def build_predictor(kind: str, weights, split: np.ndarray, channels: int, mlp_width: int):
+def build_predictor(kind: str, weights, split: np.ndarray, channels: int, mlp_width: int,
+                    identity_share: float | None = None):
   if kind == "statnn":
     train = jax.tree.map(lambda w: w[split == 0], weights)
     return predictors.statnn_for(train, mlp=(mlp_width,) * 6)
   if kind in ("unf", "deepset"):
-    return predictors.InvariantPredictor(addition.spec(), layer=kind, channels=channels,
-                                         mlp=(mlp_width,) * 3)
+    return predictors.InvariantPredictor(
+        addition.spec(), layer=kind, channels=channels, mlp=(mlp_width,) * 3,
+        identity_share=identity_share if kind == "unf" else None)
   raise ValueError(f"unknown predictor {kind!r}; expected unf, deepset or statnn")
 
 
@@ -46,6 +48,9 @@ def main(argv=None) -> int:
   parser.add_argument("--channels", type=int, default=16)
   parser.add_argument("--mlp-width", type=int, default=None,
                       help="default: 600 for statnn, 512 otherwise (the paper's)")
+  parser.add_argument("--identity-share", type=float, default=None,
+                      help="UNF: initial variance share of the identity term (e.g. 0.8; "
+                           "default: all terms alike)")
   parser.add_argument("--out", type=pathlib.Path)
   args = parser.parse_args(argv)
   if not args.zoo.exists():
@@ -54,7 +59,8 @@ def main(argv=None) -> int:
     return 2
   zoo = generate.load_zoo(args.zoo)
   width = args.mlp_width or (600 if args.predictor == "statnn" else 512)
-  net = build_predictor(args.predictor, zoo["params"], zoo["split"], args.channels, width)
+  net = build_predictor(args.predictor, zoo["params"], zoo["split"], args.channels, width,
+                        args.identity_share)
   taus = []
   for seed in range(args.seeds):
     result = predictors.fit_predictor(net, zoo["params"], zoo["success_rate"], zoo["split"],
@@ -70,7 +76,8 @@ def main(argv=None) -> int:
   if args.out:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "result.json").write_text(json.dumps(
-        {"predictor": args.predictor, "zoo": str(args.zoo), "taus": taus, "mean": mean,
+        {"predictor": args.predictor, "zoo": str(args.zoo), "identity_share": args.identity_share,
+         "taus": taus, "mean": mean,
          "standard_error": error}, indent=2))
   return 0
 

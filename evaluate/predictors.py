@@ -105,6 +105,7 @@ class InvariantPredictor(nn.Module):
   depth: int = 3
   mlp: Sequence[int] = (512,) * 3
   outputs: int = 1
+  identity_share: float | None = None  # UNF only: see `unf_lopt.UNFLinear`
 
   @nn.compact
   def __call__(self, params):
@@ -112,7 +113,8 @@ class InvariantPredictor(nn.Module):
       raise ValueError(f"layer must be one of {sorted(EQUIVARIANT_LAYERS)}, got {self.layer!r}")
     features = jax.tree.map(lambda p: p[..., None], params)
     for _ in range(self.depth):
-      layer = EQUIVARIANT_LAYERS[self.layer](self.channels)
+      layer = (U.UNFLinear(self.channels, identity_share=self.identity_share)
+               if self.layer == "unf" else EQUIVARIANT_LAYERS[self.layer](self.channels))
       features = jax.tree.map(nn.relu, layer(features, self.spec))
     return _MLP(tuple(self.mlp), self.outputs)(U.invariant_pool(features, self.spec))
 

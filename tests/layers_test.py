@@ -35,7 +35,8 @@ def init_and_apply(layer, features, spec, seed=0):
   return variables, jax.jit(lambda x: layer.apply(variables, x, spec))
 
 
-LAYERS = {"unf": lambda: U.UNFLinear(3), "deepset": lambda: U.DeepSetLinear(3)}
+LAYERS = {"unf": lambda: U.UNFLinear(3), "deepset": lambda: U.DeepSetLinear(3),
+          "unf_identity_share": lambda: U.UNFLinear(3, identity_share=0.8)}
 
 
 @pytest.mark.parametrize("space", sorted(weight_spaces.ALL))
@@ -231,3 +232,29 @@ def test_layer_rejects_features_that_do_not_match_the_spec():
                                   "bias": features["Dense_1"]["bias"]})
   with pytest.raises(U.SpecError, match="channel count"):
     U.UNFLinear(1).init(jax.random.PRNGKey(0), mixed, spec)
+
+
+def _spread_of_a_local_change(layer, params, spec):
+  """How much a change of one input entry moves other entries, relative to its own entry."""
+  features = random_features(params, channels=2)
+  variables, forward = init_and_apply(layer, features, spec)
+  name = "layers_0" if "layers_0" in params else sorted(params)[0]
+  bumped = jax.tree.map(lambda x: x, features)
+  kernel = bumped[name]["kernel"]
+  bumped[name]["kernel"] = kernel.at[(0,) * (kernel.ndim - 1)].add(1.0)
+  change = jax.tree.map(lambda a, b: jnp.abs(a - b), forward(bumped), forward(features))
+  own = float(jnp.max(change[name]["kernel"][(0,) * (kernel.ndim - 1)]))
+  others = [change[name]["kernel"].at[(0,) * (kernel.ndim - 1)].set(0.0)] + [
+      leaf for path, leaf in jax.tree_util.tree_leaves_with_path(change)
+      if path[0].key != name or path[1].key != "kernel"]
+  return max(float(jnp.max(x)) for x in others) / own
+
+
+def test_identity_share_puts_the_initial_map_on_each_entry_itself():
+  params, spec = weight_spaces.ALL["mlp"]()
+  # Nearly all variance on the identity term: a bump at one entry stays at that entry.
+  assert _spread_of_a_local_change(U.UNFLinear(4, identity_share=0.9999), params, spec) < 0.05
+  # With all terms alike, pooled terms carry the bump to other entries and tensors.
+  assert _spread_of_a_local_change(U.UNFLinear(4), params, spec) > 0.1
+  with pytest.raises(ValueError, match="identity_share"):
+    init_and_apply(U.UNFLinear(4, identity_share=1.5), random_features(params, 2), spec)

@@ -283,12 +283,18 @@ class UNFLinear(nn.Module):
       once per distinct reduction and then maps channels; ``"project_first"``
       maps each input to all the columns its terms need and then reduces;
       ``"auto"`` picks per input tensor by channel counts. Results agree.
+    identity_share: ``None`` draws every coefficient from ``N(0, 1 / rows)``
+      (all terms alike). A number in (0, 1) gives the identity term (each
+      entry's own channels, the DeepSet-like part) that share of the output
+      variance at initialisation and the other terms the rest; the span of
+      the layer is the same.
   """
 
   out_channels: int
   use_bias: bool = True
   param_dtype: Any = jnp.float32
   order: str = "auto"
+  identity_share: float | None = None
 
   @nn.compact
   def __call__(self, features: PyTree, spec: PyTree) -> PyTree:
@@ -302,17 +308,6 @@ class UNFLinear(nn.Module):
     in_widths = [x.shape[-1] for x in folded]
     out_widths = [_fixed_size(info) * self.out_channels for info in infos]
 
-    kernels, biases = [], []
-    for info, tensor_plan, out_width in zip(infos, plan.tensors, out_widths):
-      rows = sum(in_widths[r.in_index] for g in tensor_plan.groups for r in g.reductions)
-      kernel = self.param(_tensor_param_name("kernel", info),
-                          nn.initializers.normal(stddev=1.0 / math.sqrt(rows)),
-                          (rows, out_width), self.param_dtype)
-      kernels.append(kernel.astype(folded[0].dtype))
-      if self.use_bias:
-        biases.append(self.param(_tensor_param_name("bias", info), nn.initializers.zeros,
-                                 (out_width,), self.param_dtype).astype(folded[0].dtype))
-
     # Every term, as (output, group, reduction, kernel rows), in kernel row order.
     members = []
     for out_index, tensor_plan in enumerate(plan.tensors):
@@ -322,6 +317,19 @@ class UNFLinear(nn.Module):
           members.append(_Member(out_index, group_index, r,
                                  (offset, offset + in_widths[r.in_index])))
           offset += in_widths[r.in_index]
+
+    kernels, biases = [], []
+    for out_index, (info, out_width) in enumerate(zip(infos, out_widths)):
+      mine = [m for m in members if m.out_index == out_index]
+      rows = mine[-1].rows[1] if mine else 0
+      kernel = self.param(_tensor_param_name("kernel", info),
+                          _kernel_init(mine, rows, plan.tensors[out_index], self.identity_share),
+                          (rows, out_width), self.param_dtype)
+      kernels.append(kernel.astype(folded[0].dtype))
+      if self.use_bias:
+        biases.append(self.param(_tensor_param_name("bias", info), nn.initializers.zeros,
+                                 (out_width,), self.param_dtype).astype(folded[0].dtype))
+
     projected = _project_then_pool(folded, kernels, members, out_widths, self.order)
     members_of: dict[tuple[int, int], list[_Member]] = {}
     for m in members:
@@ -352,6 +360,36 @@ class UNFLinear(nn.Module):
         total = total + biases[out_index]
       outputs.append(_unfold_fixed(total, info, self.out_channels))
     return treedef.unflatten(outputs)
+
+
+def _kernel_init(members, rows: int, tensor_plan, identity_share: float | None):
+  """Initialiser of one output tensor's kernel, optionally favouring its identity term."""
+  if identity_share is None:
+    return nn.initializers.normal(stddev=1.0 / math.sqrt(max(rows, 1)))
+  if not 0.0 < identity_share < 1.0:
+    raise ValueError(f"UNFLinear.identity_share must be in (0, 1), got {identity_share}")
+  identity = [m for m in members if _is_identity(m, tensor_plan)]
+  identity_rows = sum(m.rows[1] - m.rows[0] for m in identity)
+  other_rows = rows - identity_rows
+  scale = np.full(rows, math.sqrt((1.0 - identity_share) / max(other_rows, 1)), np.float32)
+  if not identity:
+    scale[:] = 1.0 / math.sqrt(max(rows, 1))
+  elif other_rows == 0:
+    scale[:] = 1.0 / math.sqrt(identity_rows)
+  for m in identity:
+    scale[m.rows[0]:m.rows[1]] = math.sqrt(identity_share / identity_rows)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.normal(key, shape, dtype) * jnp.asarray(scale, dtype)[:, None]
+  return init
+
+
+def _is_identity(member, tensor_plan) -> bool:
+  """Whether ``member`` maps each entry of its own tensor to the same entry (no pooling)."""
+  group = tensor_plan.groups[member.group_index]
+  labels = member.reduction.in_labels
+  return (member.reduction.in_index == member.out_index and labels == group.out_labels
+          and len(set(labels)) == len(labels))
 
 
 class DeepSetLinear(nn.Module):
