@@ -42,6 +42,8 @@ def main(argv=None) -> int:
   parser.add_argument("--zoo", required=True, type=pathlib.Path, help="zoo.npz of unf-make-zoo")
   parser.add_argument("--predictor", required=True, choices=("unf", "deepset", "statnn"))
   parser.add_argument("--seeds", type=int, default=3)
+  parser.add_argument("--first-seed", type=int, default=0,
+                      help="seeds are first-seed .. first-seed + seeds - 1 (to extend a study)")
   parser.add_argument("--epochs", type=int, default=10)
   parser.add_argument("--batch-size", type=int, default=10)
   parser.add_argument("--learning-rate", type=float, default=1e-3)
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
   net = build_predictor(args.predictor, zoo["params"], zoo["split"], args.channels, width,
                         args.identity_share)
   taus = []
-  for seed in range(args.seeds):
+  for seed in range(args.first_seed, args.first_seed + args.seeds):
     result = predictors.fit_predictor(net, zoo["params"], zoo["success_rate"], zoo["split"],
                                       seed=seed, epochs=args.epochs, batch_size=args.batch_size,
                                       learning_rate=args.learning_rate)
