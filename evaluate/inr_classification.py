@@ -41,7 +41,8 @@ import optax
 from evaluate import predictors
 from tasks import inr, xla_cpu
 import unf_lopt as U
-from unf_lopt.spec import FIXED, tensor_infos
+from unf_lopt.permutations import permute
+from unf_lopt.spec import validate_spec
 
 CLASSIFIERS = ("unf", "nfn", "deepset", "mlp", "mlp_augment")
 
@@ -57,19 +58,10 @@ def standardize(weights: Any, train_rows: np.ndarray) -> Any:
 
 def random_permutation(key: jax.Array, spec: Any, tree: Any) -> Any:
   """``tree`` with every named axis permuted by a uniformly random permutation (jit-able)."""
-  infos, treedef = tensor_infos(spec, tree)
-  names = sorted({name for info in infos for name in info.axes if name is not FIXED}, key=str)
-  sizes = {name: info.shape[axis] for info in infos for axis, name in enumerate(info.axes)
-           if name is not FIXED}
-  keys = dict(zip(names, jax.random.split(key, len(names))))
-  perms = {name: jax.random.permutation(keys[name], sizes[name]) for name in names}
-  leaves = []
-  for leaf, info in zip(treedef.flatten_up_to(tree), infos):
-    for axis, name in enumerate(info.axes):
-      if name is not FIXED:
-        leaf = jnp.take(leaf, perms[name], axis=axis)
-    leaves.append(leaf)
-  return jax.tree_util.tree_unflatten(treedef, leaves)
+  sizes = validate_spec(spec, tree)
+  keys = jax.random.split(key, len(sizes))
+  return permute(tree, spec, {name: jax.random.permutation(k, size)
+                              for k, (name, size) in zip(keys, sizes.items())})
 
 
 def make_classifier(kind: str, example: Any, classes: int = 10, channels: int = 16,

@@ -32,7 +32,7 @@ def build_predictor(kind: str, weights, split: np.ndarray, channels: int, mlp_wi
   if kind in ("unf", "deepset"):
     return predictors.InvariantPredictor(
         addition.spec(), layer=kind, channels=channels, mlp=(mlp_width,) * 3,
-        identity_share=identity_share if kind == "unf" else None)
+        identity_share=identity_share)
   raise ValueError(f"unknown predictor {kind!r}; expected unf, deepset or statnn")
 
 

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 from collections.abc import Callable, Sequence
@@ -27,6 +28,23 @@ import numpy as np
 
 def chunk_path(directory: os.PathLike | str, number: int) -> pathlib.Path:
   return pathlib.Path(directory) / f"chunk_{number:05d}.npz"
+
+
+def record_config(directory: os.PathLike | str, config: dict, what: str) -> None:
+  """Writes ``config.json`` in a new build directory, or checks that an old one matches.
+
+  A build resumed with other settings would mix chunks of two builds, so a
+  mismatch raises ``ValueError`` naming the directory (``what`` says what it holds).
+  """
+  directory = pathlib.Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  stored = json.loads(json.dumps(config))  # tuples become lists, as when read back
+  path = directory / "config.json"
+  if path.exists():
+    if json.loads(path.read_text()) != stored:
+      raise ValueError(f"{directory} holds {what} of another configuration; use another --out")
+  else:
+    path.write_text(json.dumps(stored, indent=2))
 
 
 def build_chunks(directory: os.PathLike | str, sizes: Sequence[int],

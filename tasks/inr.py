@@ -175,14 +175,7 @@ def build(config: InrConfig, out: os.PathLike | str, data_dir=None,
           quiet: bool = False) -> pathlib.Path:
   """Fits every INR (resumable, chunk by chunk), then writes ``inrs.npz`` and ``spec.json``."""
   out = pathlib.Path(out)
-  out.mkdir(parents=True, exist_ok=True)
-  stored = json.loads(json.dumps(dataclasses.asdict(config)))
-  config_path = out / "config.json"
-  if config_path.exists():
-    if json.loads(config_path.read_text()) != stored:
-      raise ValueError(f"{out} holds INRs of another configuration; use another --out")
-  else:
-    config_path.write_text(json.dumps(stored, indent=2))
+  chunked.record_config(out, dataclasses.asdict(config), "INRs")
   images, labels, split = _images(config, data_dir)
   starts = list(range(0, len(images), config.chunk_size))
 

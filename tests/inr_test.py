@@ -100,6 +100,11 @@ def test_flat_mlp_is_not_invariant_and_augmentation_permutes_consistently():
   net, spec = inr_classification.make_classifier("mlp", params, classes=4, mlp_width=8)
   variables = net.init(jax.random.PRNGKey(0), params)
   permuted = inr_classification.random_permutation(jax.random.PRNGKey(5), spec, params)
+  # The training step applies it under jit and vmap: the same permutation comes out.
+  batched = jax.jit(jax.vmap(lambda k, x: inr_classification.random_permutation(k, spec, x)))(
+      jax.random.PRNGKey(5)[None], jax.tree.map(lambda w: w[None], params))
+  for x, y in zip(jax.tree.leaves(batched), jax.tree.leaves(permuted)):
+    np.testing.assert_array_equal(x[0], y)
   assert np.abs(np.asarray(net.apply(variables, permuted) - net.apply(variables, params))).max() > 1e-4
   # The random permutation is a symmetry: the SIREN computes the same function.
   coordinates = inr.pixel_coordinates(3, 3)

@@ -368,14 +368,13 @@ def _kernel_init(members, rows: int, tensor_plan, identity_share: float | None):
     return nn.initializers.normal(stddev=1.0 / math.sqrt(max(rows, 1)))
   if not 0.0 < identity_share < 1.0:
     raise ValueError(f"UNFLinear.identity_share must be in (0, 1), got {identity_share}")
+  # Every output tensor has its identity term (itself, no pooling, no diagonal).
   identity = [m for m in members if _is_identity(m, tensor_plan)]
   identity_rows = sum(m.rows[1] - m.rows[0] for m in identity)
   other_rows = rows - identity_rows
+  if other_rows == 0:
+    identity_share = 1.0
   scale = np.full(rows, math.sqrt((1.0 - identity_share) / max(other_rows, 1)), np.float32)
-  if not identity:
-    scale[:] = 1.0 / math.sqrt(max(rows, 1))
-  elif other_rows == 0:
-    scale[:] = 1.0 / math.sqrt(identity_rows)
   for m in identity:
     scale[m.rows[0]:m.rows[1]] = math.sqrt(identity_share / identity_rows)
 

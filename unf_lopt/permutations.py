@@ -33,6 +33,8 @@ def permute(tree: PyTree, spec: PyTree, permutations: Mapping[Hashable, Any], *,
   """Applies ``permutations[name]`` to every axis called ``name``.
 
   Fixed axes and names missing from ``permutations`` are left as they are.
+  Permutations may be numpy or jax arrays; with jax arrays (and jax leaves)
+  this works under ``jit`` and ``vmap``.
   ``trailing_dims`` extra axes (e.g. channels) are never permuted.
   """
   infos, treedef = tensor_infos(spec, tree, trailing_dims=trailing_dims)
@@ -41,6 +43,8 @@ def permute(tree: PyTree, spec: PyTree, permutations: Mapping[Hashable, Any], *,
   for leaf, info in zip(leaves, infos):
     for axis, name in enumerate(info.axes):
       if name is not FIXED and name in permutations:
-        leaf = leaf.take(np.asarray(permutations[name]), axis=axis)
+        index = permutations[name]
+        # jax arrays (also traced ones, under jit/vmap) index as they are.
+        leaf = leaf.take(index if isinstance(index, jax.Array) else np.asarray(index), axis=axis)
     permuted.append(leaf)
   return jax.tree_util.tree_unflatten(treedef, permuted)

@@ -136,16 +136,7 @@ def _chunks(config: ZooConfig) -> list[tuple[int, np.ndarray, int]]:
 def build(config: ZooConfig, out: os.PathLike | str, quiet: bool = False) -> pathlib.Path:
   """Trains every missing chunk, then assembles ``zoo.npz``; returns its path."""
   out = pathlib.Path(out)
-  chunk_dir = out / "chunks"
-  chunk_dir.mkdir(parents=True, exist_ok=True)
-  config_path = out / "config.json"
-  stored = dataclasses.asdict(config)
-  if config_path.exists():
-    previous = json.loads(config_path.read_text())
-    if previous != json.loads(json.dumps(stored)):
-      raise ValueError(f"{out} holds a zoo with another configuration; use another --out")
-  else:
-    config_path.write_text(json.dumps(stored, indent=2))
+  chunked.record_config(out, dataclasses.asdict(config), "a zoo")
   plan = _chunks(config)
 
   def train(number):
@@ -153,7 +144,7 @@ def build(config: ZooConfig, out: os.PathLike | str, quiet: bool = False) -> pat
     params, success = train_chunk(config, indices, batch_size)
     return {"index": indices, "success_rate": success, **chunked.flatten_tree(params)}
 
-  chunked.build_chunks(chunk_dir, [len(indices) for _, indices, _ in plan], train,
+  chunked.build_chunks(out / "chunks", [len(indices) for _, indices, _ in plan], train,
                        "training zoo", "model", quiet)
   return assemble(config, out)
 
