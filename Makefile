@@ -46,9 +46,9 @@ test-lo: lo-install
 	$(LO_PYTHON) -m pytest -q tests_lo
 
 bench: install
-	$(PYTHON) -m evaluate.bench_layers
-	$(PYTHON) -m evaluate.bench_optimizer
-	$(PYTHON) -m evaluate.bench_tasks
+	$(PYTHON) -m unf_lopt.evaluate.benchmarks.bench_layers
+	$(PYTHON) -m unf_lopt.evaluate.benchmarks.bench_optimizer
+	$(PYTHON) -m unf_lopt.evaluate.benchmarks.bench_tasks
 
 demo: install
-	$(PYTHON) -m evaluate.demo
+	$(PYTHON) -m unf_lopt.evaluate.examples.demo

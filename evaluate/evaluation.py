@@ -39,9 +39,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import tasks as tasks_lib
+from unf_lopt import tasks as tasks_lib
 import unf_lopt as U
-from meta_train.inner import InnerProblem
+from unf_lopt.meta_train.inner import InnerProblem
 from unf_lopt.checkpoint import CONFIG_FILE
 
 ADAM = "adam"

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from evaluate.evaluation import moving_average
+from unf_lopt.evaluate.evaluation import moving_average
 
 
 def read_curves(eval_dir: pathlib.Path) -> dict[str, np.ndarray]:

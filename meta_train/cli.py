@@ -19,7 +19,7 @@ import json
 import pathlib
 import sys
 
-from meta_train.trainer import BACKENDS, UPDATE_NETS, MetaTrainConfig, make_trainer
+from unf_lopt.meta_train.trainer import BACKENDS, UPDATE_NETS, MetaTrainConfig, make_trainer
 
 _HELP = {
     "task": "registered task (see tasks.registered_tasks())",

@@ -32,10 +32,10 @@ from typing import Any
 
 import jax
 
-import tasks as tasks_lib
+from unf_lopt import tasks as tasks_lib
 import unf_lopt as U
-from meta_train.pes import PESConfig
-from meta_train.trainer import MetaTrainConfig, _outer_optimizer, scalars
+from unf_lopt.meta_train.pes import PESConfig
+from unf_lopt.meta_train.trainer import MetaTrainConfig, _outer_optimizer, scalars
 from unf_lopt.integrations import learned_optimization as lo_integration
 
 lo = lo_integration.lo

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from meta_train.inner import InnerProblem
+from unf_lopt.meta_train.inner import InnerProblem
 
 PyTree = Any
 RUN_AXIS = "runs"

@@ -24,11 +24,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-import tasks as tasks_lib
+from unf_lopt import tasks as tasks_lib
 import unf_lopt as U
-from meta_train import checkpoints
-from meta_train.inner import InnerProblem
-from meta_train.pes import PESConfig, PESState, TruncatedPES, run_mesh
+from unf_lopt.meta_train import checkpoints
+from unf_lopt.meta_train.inner import InnerProblem
+from unf_lopt.meta_train.pes import PESConfig, PESState, TruncatedPES, run_mesh
 
 UPDATE_NETS = ("unf", "nfn", "deepset", "sgdm")
 # "unf_lopt": our PES (meta_train.pes); "learned_optimization": its TruncatedPES
@@ -131,7 +131,7 @@ def make_trainer(config: MetaTrainConfig, run_dir: os.PathLike | str | None = No
       (the message gives the install command).
   """
   if config.backend == "learned_optimization":
-    from meta_train.lo_backend import LOMetaTrainer  # pylint: disable=g-import-not-at-top
+    from unf_lopt.meta_train.lo_backend import LOMetaTrainer  # pylint: disable=g-import-not-at-top
     return LOMetaTrainer(config, run_dir, quiet=quiet)
   return MetaTrainer(config, run_dir, quiet=quiet)
 

@@ -4,8 +4,8 @@
 `tasks.data` prepares and loads the data offline-first through tfds.
 """
 
-from tasks.base import Datasets, Task, TaskFamily, batch_iterator
-from tasks.registry import get_task, get_task_family, register, registered_tasks
+from unf_lopt.tasks.base import Datasets, Task, TaskFamily, batch_iterator
+from unf_lopt.tasks.registry import get_task, get_task_family, register, registered_tasks
 
 __all__ = ["Datasets", "Task", "TaskFamily", "batch_iterator", "get_task", "get_task_family",
            "register", "registered_tasks"]

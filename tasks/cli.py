@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tasks import data
+from unf_lopt.tasks import data
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 
 import unf_lopt as U
-from tasks import base, data, models
+from unf_lopt.tasks import base, data, models
 
 
 def resize_images(images: np.ndarray, size: int, channels: int | None = None) -> np.ndarray:

@@ -3,7 +3,7 @@
 Each image is fitted by its own SIREN (Sitzmann et al. 2020): pixel
 coordinates in [-1, 1]^2 -> sine layers -> grey level, all images at once
 under ``vmap``. The dataset is the fitted weights, the image's class label and
-the fit's PSNR; the classifiers of `evaluate.inr_classification` read it.
+the fit's PSNR; the classifiers of `evaluate.experiments.inr_classification` read it.
 
 Scale: DWSNets fit one INR per image (60k). The defaults here (4,000 train,
 500 valid, 1,000 test INRs; 2 hidden layers of 32; 100 Adam steps) build on
@@ -39,7 +39,7 @@ import numpy as np
 import optax
 
 import unf_lopt as U
-from tasks import chunked, xla_cpu
+from unf_lopt.tasks import chunked, xla_cpu
 
 OMEGA = 30.0  # SIREN's frequency factor for every sine layer
 
@@ -156,7 +156,7 @@ class InrConfig:
 
 def _images(config: InrConfig, data_dir=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Grey-level images, labels and split codes (0/1/2) of every INR to fit, in build order."""
-  from tasks import data  # pylint: disable=g-import-not-at-top
+  from unf_lopt.tasks import data  # pylint: disable=g-import-not-at-top
   images, labels, split = [], [], []
   for code, (source, start, count) in enumerate(config.sources()):
     arrays = data.load_images(config.dataset, source, data_dir)
@@ -231,7 +231,7 @@ def main(argv=None) -> int:
   config = InrConfig(train=args.train, valid=args.valid, test=args.test,
                      hidden=tuple(args.hidden), steps=args.steps,
                      learning_rate=args.learning_rate, seed=args.seed, chunk_size=args.chunk_size)
-  from tasks import data  # pylint: disable=g-import-not-at-top
+  from unf_lopt.tasks import data  # pylint: disable=g-import-not-at-top
   try:
     path = build(config, args.out, args.data_dir, args.quiet)
   except (ValueError, data.DatasetNotPreparedError) as error:

@@ -11,7 +11,7 @@ import numpy as np
 import optax
 
 import unf_lopt as U
-from tasks import base, data, models, tokenizers
+from unf_lopt.tasks import base, data, models, tokenizers
 
 
 class LanguageModelTask(base.Task):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 
-from tasks import base, image_tasks, language_tasks
+from unf_lopt.tasks import base, image_tasks, language_tasks
 
 _REGISTRY: dict[str, Callable[..., base.Task]] = {}
 

@@ -82,7 +82,7 @@ def sentencepiece_tokenizer(vocab_size: int = SHIPPED_VOCAB_SIZE,
   """
   if vocab_size == SHIPPED_VOCAB_SIZE:
     return SentencePieceTokenizer(SHIPPED_SENTENCEPIECE_FILE.read_bytes(), "brown_sp32k")
-  from tasks import data  # pylint: disable=g-import-not-at-top
+  from unf_lopt.tasks import data  # pylint: disable=g-import-not-at-top
   cache_dir = pathlib.Path(cache_dir) if cache_dir else data.default_data_dir() / "unf_lopt_tokenizers"
   path = cache_dir / f"brown_sp{vocab_size}.model"
   if not path.exists():

@@ -1,6 +1,6 @@
 """The benchmarks run (smallest spec, one repeat) and print their ratio columns."""
 
-from evaluate import bench_layers, bench_meta_train, bench_optimizer, bench_tasks
+from unf_lopt.evaluate.benchmarks import bench_layers, bench_meta_train, bench_optimizer, bench_tasks
 
 
 def test_layer_benchmark_runs(capsys):

@@ -8,7 +8,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from tasks import cli, data, tokenizers
+from unf_lopt.tasks import cli, data, tokenizers
 
 
 def write_idx(path, array, compress=True):

@@ -7,9 +7,9 @@ import pytest
 
 MODULES = ["unf_lopt.spec", "unf_lopt.spec_inference", "unf_lopt.basis", "unf_lopt.layers",
            "unf_lopt.permutations", "unf_lopt.features", "unf_lopt.optimizer",
-           "unf_lopt.optax_adapter", "unf_lopt.checkpoint", "tasks.data", "tasks.tokenizers",
-           "tasks.registry", "meta_train.pes", "meta_train.trainer",
-           "tasks.zoo.addition", "tasks.chunked", "tasks.inr", "evaluate.predictors"]
+           "unf_lopt.optax_adapter", "unf_lopt.checkpoint", "unf_lopt.tasks.data", "unf_lopt.tasks.tokenizers",
+           "unf_lopt.tasks.registry", "unf_lopt.meta_train.pes", "unf_lopt.meta_train.trainer",
+           "unf_lopt.tasks.zoo.addition", "unf_lopt.tasks.chunked", "unf_lopt.tasks.inr", "unf_lopt.evaluate.experiments.predictors"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from evaluate import evaluation, plots
-from meta_train.trainer import MetaTrainConfig, MetaTrainer
+from unf_lopt.evaluate import evaluation, plots
+from unf_lopt.meta_train.trainer import MetaTrainConfig, MetaTrainer
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from evaluate import inr_classification
-from tasks import inr
+from unf_lopt.evaluate.experiments import inr_classification
+from unf_lopt.tasks import inr
 from unf_lopt.permutations import permute, sample_permutations
 
 
@@ -47,7 +47,7 @@ def test_build_is_resumable_and_keeps_images_labels_and_weights_aligned(tmp_path
   first = inr.load_inrs(path)
   assert first["params"]["layers_0"]["kernel"].shape == (11, 2, 8)
   assert first["split"].tolist() == [0] * 6 + [1] * 2 + [2] * 3
-  from tasks import data
+  from unf_lopt.tasks import data
   train = data.load_images("tiny_fashion_mnist", "train")
   test = data.load_images("tiny_fashion_mnist", "test")
   np.testing.assert_array_equal(first["label"],

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 
-from meta_train.trainer import RESUMABLE_KEYS, MetaTrainConfig
+from unf_lopt.meta_train.trainer import RESUMABLE_KEYS, MetaTrainConfig
 
 
 def run_python(code: str) -> dict:
@@ -22,10 +22,10 @@ def run_python(code: str) -> dict:
 def test_core_modules_do_not_import_the_integration():
   found = run_python("""
       import json, sys
-      import unf_lopt, tasks, meta_train.trainer, meta_train.cli, evaluate.evaluation
+      import unf_lopt, unf_lopt.tasks, unf_lopt.meta_train.trainer, unf_lopt.meta_train.cli, unf_lopt.evaluate.evaluation
       print(json.dumps(sorted(m for m in sys.modules
                               if m.startswith(("learned_optimization", "unf_lopt.integrations.",
-                                               "meta_train.lo_backend", "haiku", "tensorflow")))))
+                                               "unf_lopt.meta_train.lo_backend", "haiku", "tensorflow")))))
   """)
   assert found == []
 
@@ -35,9 +35,9 @@ def test_missing_learned_optimization_is_explained():
   outcome = run_python("""
       import contextlib, io, json, sys
       sys.modules["learned_optimization"] = None
-      import tasks
-      from evaluate import evaluation
-      from meta_train import cli
+      from unf_lopt import tasks
+      from unf_lopt.evaluate import evaluation
+      from unf_lopt.meta_train import cli
       try:
         tasks.get_task("lo:quadratic")
         task_error = ""

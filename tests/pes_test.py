@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import unf_lopt as U
-from meta_train.inner import InnerProblem
-from meta_train.pes import PESConfig, TruncatedPES, perturbation, run_keys
+from unf_lopt.meta_train.inner import InnerProblem
+from unf_lopt.meta_train.pes import PESConfig, TruncatedPES, perturbation, run_keys
 
 CURVATURE = jnp.asarray([0.5, 1.0, 2.0])
 TARGET = jnp.asarray([1.0, -1.0, 0.5])
@@ -160,8 +160,8 @@ def test_random_offsets_desynchronise_runs_and_episodes_reset_at_the_horizon():
 EIGHT_DEVICES = textwrap.dedent("""
     import jax, numpy as np
     import unf_lopt as U, tasks
-    from meta_train.inner import InnerProblem
-    from meta_train.pes import PESConfig, TruncatedPES, run_mesh
+    from unf_lopt.meta_train.inner import InnerProblem
+    from unf_lopt.meta_train.pes import PESConfig, TruncatedPES, run_mesh
     assert len(jax.devices()) == 8, jax.devices()
     task = tasks.get_task("tiny_mlp")
     problem = InnerProblem.from_task(task)

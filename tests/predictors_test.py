@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from evaluate import predictors
-from tasks.zoo import addition
+from unf_lopt.evaluate.experiments import predictors
+from unf_lopt.tasks.zoo import addition
 from unf_lopt.permutations import permute, sample_permutations
 
 
@@ -65,7 +65,7 @@ def test_fit_predictor_learns_a_weight_statistic_and_stops_early():
 
 
 def test_predict_generalization_command_on_a_synthetic_zoo(tmp_path, capsys):
-  from evaluate import predict_generalization  # pylint: disable=g-import-not-at-top
+  from unf_lopt.evaluate.experiments import predict_generalization  # pylint: disable=g-import-not-at-top
   stacked = jax.vmap(lambda seed: zoo_model_params(seed))(np.arange(30))
   flat = {f"params/{'/'.join(str(k.key) for k in path)}": np.asarray(leaf)
           for path, leaf in jax.tree_util.tree_leaves_with_path(stacked)}

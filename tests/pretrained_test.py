@@ -4,9 +4,9 @@ import jax
 import numpy as np
 import pytest
 
-import tasks
+from unf_lopt import tasks
 import unf_lopt as U
-from evaluate import evaluation
+from unf_lopt.evaluate import evaluation
 
 SHIPPED = ("unf_mlp_fmnist", "deepset_mlp_fmnist", "nfn_mlp_fmnist", "sgdm_mlp_fmnist")
 

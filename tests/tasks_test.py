@@ -8,9 +8,9 @@ import numpy as np
 import optax
 import pytest
 
-import tasks
+from unf_lopt import tasks
 import unf_lopt as U
-from tasks import data, models, tokenizers
+from unf_lopt.tasks import data, models, tokenizers
 from unf_lopt.permutations import permute, sample_permutations
 
 ALL_TASKS = list(tasks.registered_tasks())

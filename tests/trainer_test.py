@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from meta_train import checkpoints, cli
-from meta_train.inner import unroll
-from meta_train.trainer import MetaTrainConfig, MetaTrainer
+from unf_lopt.meta_train import checkpoints, cli
+from unf_lopt.meta_train.inner import unroll
+from unf_lopt.meta_train.trainer import MetaTrainConfig, MetaTrainer
 
 TINY = dict(task="tiny_mlp", update_net="unf", num_runs=4, trunc_length=5, horizon=20,
             log_every=2, checkpoint_every=3)
@@ -54,7 +54,7 @@ def test_meta_training_lowers_the_meta_loss(tmp_path):
 
 KILLED_RUN = """
 import sys
-from meta_train import cli
+from unf_lopt.meta_train import cli
 sys.exit(cli.main(sys.argv[1:]))
 """
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tasks.zoo import addition, generate
+from unf_lopt.tasks.zoo import addition, generate
 from unf_lopt.permutations import permute, sample_permutations
 
 

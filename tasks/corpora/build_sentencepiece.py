@@ -1,11 +1,11 @@
 """Rebuilds `brown_sp32k.model`, the shipped subword tokenizer of the Transformer task.
 
-Made with ``python -m tasks.corpora.build_sentencepiece``: a 32,000-piece
+Made with ``python -m unf_lopt.tasks.corpora.build_sentencepiece``: a 32,000-piece
 unigram SentencePiece model trained on the training split of the shipped Brown
 Corpus (`brown.txt.xz`), with pad/eos/unk at ids 0/1/2.
 """
 
-from tasks import data, tokenizers
+from unf_lopt.tasks import data, tokenizers
 
 
 def main() -> None:

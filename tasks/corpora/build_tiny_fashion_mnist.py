@@ -1,6 +1,6 @@
 """Rebuilds `tiny_fashion_mnist.npz`: the first real FashionMNIST examples.
 
-Made with ``python -m tasks.corpora.build_tiny_fashion_mnist`` from the IDX
+Made with ``python -m unf_lopt.tasks.corpora.build_tiny_fashion_mnist`` from the IDX
 files of Debian's ``dataset-fashion-mnist`` package. FashionMNIST is (c)
 Zalando SE, MIT licence. The file holds ``train_image`` [512, 28, 28, 1],
 ``train_label`` [512], ``test_image`` [128, 28, 28, 1], ``test_label`` [128].
@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from tasks import data
+from unf_lopt.tasks import data
 
 SIZES = {"train": 512, "test": 128}
 

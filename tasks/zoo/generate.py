@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from tasks import chunked, xla_cpu
-from tasks.zoo import addition
+from unf_lopt.tasks import chunked, xla_cpu
+from unf_lopt.tasks.zoo import addition
 
 BATCH_SIZES = (64, 128, 256)
 

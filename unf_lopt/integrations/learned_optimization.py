@@ -50,7 +50,7 @@ import numpy as np
 from absl import logging as absl_logging
 
 import unf_lopt as U
-from tasks import base as our_tasks
+from unf_lopt.tasks import base as our_tasks
 
 PyTree = Any
 LO_VERSION = "0.0.1"

@@ -11,7 +11,7 @@ The CIFAR-10 CNN runs on the FashionMNIST stand-in unless CIFAR-10 is
 prepared; LM1B tasks use the shipped Brown Corpus unless LM1B is prepared.
 
 Usage:
-  python -m evaluate.bench_tasks [--tasks mlp_fmnist,rnn_lm1b] [--repeats 50]
+  python -m unf_lopt.evaluate.benchmarks.bench_tasks [--tasks mlp_fmnist,rnn_lm1b] [--repeats 50]
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import time
 import jax
 import optax
 
-import tasks
-from evaluate.timing import best_time
-from tasks import data
+from unf_lopt import tasks
+from unf_lopt.evaluate.benchmarks.timing import best_time
+from unf_lopt.tasks import data
 
 PAPER_TASKS = ("mlp_fmnist", "cnn_cifar10", "rnn_lm1b", "transformer_lm1b")
 

@@ -38,8 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from evaluate import predictors
-from tasks import inr, xla_cpu
+from unf_lopt.evaluate.experiments import predictors
+from unf_lopt.tasks import inr, xla_cpu
 import unf_lopt as U
 from unf_lopt.permutations import permute
 from unf_lopt.spec import validate_spec

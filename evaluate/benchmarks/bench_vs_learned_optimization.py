@@ -13,7 +13,7 @@ contenders interleaved) and the speed of ours as a multiple of each.
 
 Needs learned_optimization (``make lo-install``)::
 
-  .venv-lo/bin/python -m evaluate.bench_vs_learned_optimization [--task mlp_fmnist]
+  .venv-lo/bin/python -m unf_lopt.evaluate.benchmarks.bench_vs_learned_optimization [--task mlp_fmnist]
       [--update-nets unf,sgdm] [--num-runs 16] [--trunc-length 50] [--steps 5]
 """
 
@@ -24,8 +24,8 @@ import time
 
 import jax
 
-from meta_train.lo_backend import LOMetaTrainer
-from meta_train.trainer import MetaTrainConfig, MetaTrainer
+from unf_lopt.meta_train.lo_backend import LOMetaTrainer
+from unf_lopt.meta_train.trainer import MetaTrainConfig, MetaTrainer
 
 
 def _compile(trainer):

@@ -11,8 +11,8 @@ unstated in the paper, is 3e-3 here (the short schedule needs a larger step
 than the 1e-3 default).
 
 Usage (resumable; finished steps are skipped):
-  python -m evaluate.reproduce [--out runs/repro] [--eval eval/repro] [--outer-steps 2000]
-  python -m evaluate.reproduce --ship   # also copy the optimizers into unf_lopt/pretrained_optimizers
+  python -m unf_lopt.evaluate.experiments.reproduce [--out runs/repro] [--eval eval/repro] [--outer-steps 2000]
+  python -m unf_lopt.evaluate.experiments.reproduce --ship   # also copy the optimizers into unf_lopt/pretrained_optimizers
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import argparse
 import pathlib
 import shutil
 
-from evaluate import evaluation, plots
-from meta_train import cli as meta_cli
+from unf_lopt.evaluate import evaluation, plots
+from unf_lopt.meta_train import cli as meta_cli
 from unf_lopt.pretrained import SHIPPED
 
 UPDATE_NETS = ("sgdm", "unf", "deepset", "nfn")

@@ -4,7 +4,7 @@ Builds a small CNN, infers its weight-space spec, runs a UNF layer over
 (weights, gradients) features and checks numerically that permuting the
 hidden channels of the CNN permutes the layer's output the same way.
 
-Usage: python -m evaluate.demo_layers
+Usage: python -m unf_lopt.evaluate.examples.demo_layers
 """
 
 import jax
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import unf_lopt as U
-from evaluate.paper_networks import CNN
+from unf_lopt.evaluate.paper_networks import CNN
 from unf_lopt.permutations import permute, sample_permutations
 
 

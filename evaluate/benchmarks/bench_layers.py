@@ -10,7 +10,7 @@ and the ratios between them. Targets on a 2-core CPU: Transformer build+compile
 under 5 s; UNF forward within 3x of DeepSet on the MLP spec.
 
 Usage:
-  python -m evaluate.bench_layers [--repeats 200] [--specs mlp,cnn,rnn,transformer]
+  python -m unf_lopt.evaluate.benchmarks.bench_layers [--repeats 200] [--specs mlp,cnn,rnn,transformer]
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import unf_lopt as U
-from evaluate.paper_networks import weight_space
-from evaluate.timing import best_time
+from unf_lopt.evaluate.paper_networks import weight_space
+from unf_lopt.evaluate.benchmarks.timing import best_time
 from unf_lopt import basis
 from unf_lopt.spec import tensor_infos
 

@@ -8,7 +8,7 @@ own process (on CPU, ``--xla_force_host_platform_device_count`` makes N
 virtual devices that share the machine's cores).
 
 Usage:
-  python -m evaluate.bench_meta_train [--task mlp_fmnist] [--update-nets unf,nfn,deepset,sgdm]
+  python -m unf_lopt.evaluate.benchmarks.bench_meta_train [--task mlp_fmnist] [--update-nets unf,nfn,deepset,sgdm]
                                       [--devices 1,8] [--steps 5]
 """
 
@@ -25,7 +25,7 @@ import jax
 
 
 def _worker(args) -> None:
-  from meta_train.trainer import MetaTrainConfig, MetaTrainer  # pylint: disable=g-import-not-at-top
+  from unf_lopt.meta_train.trainer import MetaTrainConfig, MetaTrainer  # pylint: disable=g-import-not-at-top
   for update_net in args.update_nets.split(","):
     config = MetaTrainConfig(task=args.task, update_net=update_net, num_runs=args.num_runs,
                              trunc_length=args.trunc_length, horizon=args.horizon,
@@ -68,7 +68,7 @@ def main(argv=None) -> None:
     if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS") == "cpu":
       env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
                           f" --xla_force_host_platform_device_count={count}").strip()
-    command = [sys.executable, "-m", "evaluate.bench_meta_train", "--worker-devices", str(count),
+    command = [sys.executable, "-m", "unf_lopt.evaluate.benchmarks.bench_meta_train", "--worker-devices", str(count),
                "--task", args.task, "--update-nets", args.update_nets,
                "--num-runs", str(args.num_runs), "--trunc-length", str(args.trunc_length),
                "--horizon", str(args.horizon), "--steps", str(args.steps)]

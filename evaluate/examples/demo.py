@@ -7,7 +7,7 @@ steps each: a few minutes on a 2-core CPU), evaluates both against Adam over
 back to ``tiny_mlp`` (shipped data) when FashionMNIST is not available.
 
 Usage:
-  python -m evaluate.demo [--out demo] [--outer-steps 150]
+  python -m unf_lopt.evaluate.examples.demo [--out demo] [--outer-steps 150]
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import argparse
 import pathlib
 import sys
 
-from evaluate import evaluation, plots
-from meta_train import cli as meta_cli
-from tasks import data
+from unf_lopt.evaluate import evaluation, plots
+from unf_lopt.meta_train import cli as meta_cli
+from unf_lopt.tasks import data
 
 
 def main(argv=None) -> int:

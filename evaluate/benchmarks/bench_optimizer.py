@@ -7,7 +7,7 @@ ratio to Adam, with XLA's FLOP count of the step per parameter. Goal: the
 ``unf`` step no slower than 1.5x the ``deepset`` step on every task.
 
 Usage:
-  python -m evaluate.bench_optimizer [--repeats 50] [--specs mlp,cnn,rnn,transformer]
+  python -m unf_lopt.evaluate.benchmarks.bench_optimizer [--repeats 50] [--specs mlp,cnn,rnn,transformer]
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import unf_lopt as U
-from evaluate.paper_networks import weight_space
-from evaluate.timing import best_time
+from unf_lopt.evaluate.paper_networks import weight_space
+from unf_lopt.evaluate.benchmarks.timing import best_time
 from unf_lopt.spec import SpecError
 
 KINDS = ("unf", "nfn", "deepset", "sgdm", "adam")

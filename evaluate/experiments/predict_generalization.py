@@ -20,8 +20,8 @@ import sys
 import jax
 import numpy as np
 
-from evaluate import predictors
-from tasks.zoo import addition, generate
+from unf_lopt.evaluate.experiments import predictors
+from unf_lopt.tasks.zoo import addition, generate
 
 
 def build_predictor(kind: str, weights, split: np.ndarray, channels: int, mlp_width: int,

@@ -1,0 +1,1 @@
+"""Part of unf-lopt: evaluate/benchmarks."""
