@@ -6,31 +6,46 @@ FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 LO_VENV ?= .venv-lo
 LO_PYTHON := $(LO_VENV)/bin/python
 
-.PHONY: install system-data test test-core test-lo lo-install bench demo
+.PHONY: install system-data test test-core test-fast lint test-lo lo-install bench demo docs
 
 # Real FashionMNIST comes from Debian's dataset-fashion-mnist package where apt
 # is available; without it the tiny_* tasks and tests still run, and
 # `unf-data prepare fashion_mnist --from DIR` takes IDX files from anywhere.
+# `make install SYSTEM_DATA=0` (or demo, test) skips this step.
+SYSTEM_DATA ?= 1
 system-data:
-	@if [ -d $(FASHION_MNIST_DIR) ]; then \
-	  echo "FashionMNIST IDX files found in $(FASHION_MNIST_DIR)"; \
+	@if [ "$(SYSTEM_DATA)" = 0 ]; then \
+	  echo "system-data: skipped (SYSTEM_DATA=0)"; \
+	elif [ -d $(FASHION_MNIST_DIR) ]; then \
+	  echo "system-data: FashionMNIST IDX files found in $(FASHION_MNIST_DIR)"; \
 	elif ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "no apt-get: skipping dataset-fashion-mnist (see README, Data)"; \
+	  echo "system-data: no apt-get, skipping dataset-fashion-mnist (see README, Data)"; \
 	else \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "system-data: installing the Debian package dataset-fashion-mnist (31 MB download)"; \
+	  echo "  with $${SUDO:+sudo }apt-get: the real FashionMNIST for mlp_fmnist and make demo."; \
+	  echo "  Skip it with SYSTEM_DATA=0: the tiny_* tasks and the tests run without it."; \
 	  $$SUDO apt-get install -y -q dataset-fashion-mnist \
 	  || ($$SUDO apt-get update -q && $$SUDO apt-get install -y -q dataset-fashion-mnist) \
-	  || echo "could not install dataset-fashion-mnist (see README, Data)"; \
+	  || echo "system-data: could not install dataset-fashion-mnist (see README, Data)"; \
 	fi
 
 install: system-data
 	$(PYTHON) -m pip install -e ".[dev]"
 
-# The core suite, then the learned_optimization interop tests in .venv-lo.
-test: test-core test-lo
+# The core suite, the learned_optimization interop tests in .venv-lo, the docs.
+test: test-core test-lo docs
 
-test-core: install
+test-core: install lint
 	$(PYTHON) -m pytest -q
+
+# The suite without the end-to-end runs marked slow (a few minutes on two cores).
+test-fast: install
+	$(PYTHON) -m pytest -q -m "not slow"
+
+# ruff's rules are in pyproject.toml.
+lint: install
+	$(PYTHON) -m ruff check .
 
 # learned-optimization 0.0.1 cannot be installed with its declared dependencies:
 # install the real ones (requirements-lo.txt), then it with --no-deps.
@@ -52,3 +67,9 @@ bench: install
 
 demo: install
 	$(PYTHON) -m unf_lopt.evaluate.examples.demo
+
+# The docs site (mkdocs.yml) into site/, with warnings as errors. The variable
+# silences mkdocs-material's banner about MkDocs 2.
+docs:
+	$(PYTHON) -m pip install -q -e ".[docs]"
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict

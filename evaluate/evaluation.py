@@ -1,37 +1,34 @@
-"""``unf-evaluate``: train a task from fresh inits with several optimizers and compare them.
+"""Comparing optimizers: train a task from fresh inits with each, and summarise the curves.
 
-  unf-evaluate --task mlp_fmnist --optimizers runs/unf,runs/sgdm,adam --steps 2000 \\
-      --seeds 5 --out eval/mlp
-
-An optimizer is named by a meta-training run directory (its ``optimizer/``),
-an optimizer checkpoint directory, ``pretrained:NAME`` (shipped with the
-package), ``adam`` (optax Adam, learning rate 1e-3, not tuned) or
-``lo:NAME[@FILE]``, a learned_optimization learned optimizer such as
-``lo:mlp_lopt`` (optional extra; meta-parameters from its ``init`` with seed 0,
-or from FILE, see `unf_lopt.integrations.learned_optimization`). Learned
-optimizers are rebuilt on the evaluated task's weight space, so an optimizer
-meta-trained on one MLP runs on an MLP of other widths.
+`evaluate_optimizers` is what the ``unf-evaluate`` command
+(`unf_lopt.evaluate.commands.evaluate`) runs. An optimizer is named by a
+meta-training run directory (its ``optimizer/``), an optimizer checkpoint
+directory, ``pretrained:NAME`` (shipped with the package), ``adam`` (optax
+Adam, learning rate 1e-3, not tuned) or ``lo:NAME[@FILE]``, a
+learned_optimization learned optimizer such as ``lo:mlp_lopt`` (optional
+extra; meta-parameters from its ``init`` with seed 0, or from FILE, see
+`unf_lopt.integrations.learned_optimization`). Learned optimizers are rebuilt
+on the evaluated task's weight space, so an optimizer meta-trained on one MLP
+runs on an MLP of other widths.
 
 Every optimizer trains the same seeds (same inits and batch order). Outputs in
-``--out``: ``config.json``; ``curves.csv`` (optimizer, seed, step,
+``out``: ``config.json``; ``curves.csv`` (optimizer, seed, step,
 train_loss; every step); ``test.csv`` (optimizer, seed, step, test_loss,
-test_accuracy; every ``--eval-every`` steps, over the whole test split);
+test_accuracy; every ``eval_every`` steps, over the whole test split);
 ``summary.csv`` and ``summary.json``: per optimizer, the final training loss
-(mean of the last ``--final-window`` steps) and final test metrics as mean and
+(mean of the last ``final_window`` steps) and final test metrics as mean and
 standard error over seeds, and the steps until the training loss (moving
-average over ``--final-window``) first reaches ``--threshold`` (default: the
+average over ``final_window``) first reaches ``threshold`` (default: the
 highest final training loss among the optimizers), averaged over the seeds
 that reach it, with their number.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
 import pathlib
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +38,7 @@ import numpy as np
 
 from unf_lopt import tasks as tasks_lib
 import unf_lopt as U
+from unf_lopt.atomic import atomic_open
 from unf_lopt.meta_train.inner import InnerProblem
 from unf_lopt.checkpoint import CONFIG_FILE
 
@@ -101,6 +99,24 @@ def load_optimizer(name: str, task: tasks_lib.Task):
           f"structure than {task.name}'s; a UNF/NFN optimizer applies to networks with the same "
           "layers (any widths)")
   return lopt, meta
+
+
+def load_optimizers(names: Sequence[str], task: tasks_lib.Task) -> dict[str, tuple[Any, Any]]:
+  """``{label: (lopt, meta_params)}`` of ``--optimizers`` entries, each fitted to ``task``.
+
+  Raises:
+    OptimizerSpecError: an entry that cannot be loaded or does not fit, or two
+      entries with one label.
+  """
+  loaded = {}
+  for name in names:
+    if not name:
+      raise OptimizerSpecError("an empty optimizer name (a stray comma?)")
+    label = optimizer_label(name)
+    if label in loaded:
+      raise OptimizerSpecError(f"two optimizers are called {label!r}; rename a run directory")
+    loaded[label] = load_optimizer(name, task)
+  return loaded
 
 
 def _test_metrics_fn(task: tasks_lib.Task, chunk: int):
@@ -207,26 +223,30 @@ def summarize(curves: dict[str, dict[str, np.ndarray]], final_window: int,
 
 
 def _write_csv(path: pathlib.Path, header: Sequence[str], rows) -> None:
-  staging = path.with_suffix(path.suffix + ".tmp")
-  with open(staging, "w", newline="") as handle:
+  with atomic_open(path, "w", newline="") as handle:
     writer = csv.writer(handle)
     writer.writerow(header)
     writer.writerows(rows)
-  staging.replace(path)
 
 
 def evaluate_optimizers(task_name: str, optimizers: Sequence[str], steps: int, seeds: int,
                         out: pathlib.Path, eval_every: int = 100, final_window: int = 50,
                         threshold: float | None = None, task_options: dict | None = None,
                         quiet: bool = False) -> list[dict[str, Any]]:
-  """Runs the comparison and writes ``out``; returns the summary rows."""
+  """Runs the comparison and writes ``out``; returns the summary rows.
+
+  Everything is checked (task, optimizers, data) before any training.
+
+  Raises:
+    ValueError: a count below 1. OptimizerSpecError (a ValueError): see
+      `load_optimizers`. KeyError: an unknown task.
+  """
+  for what, value in (("steps", steps), ("seeds", seeds), ("eval_every", eval_every),
+                      ("final_window", final_window)):
+    if value < 1:
+      raise ValueError(f"{what} must be at least 1, got {value}")
   task = tasks_lib.get_task(task_name, **(task_options or {}))
-  loaded = {}
-  for name in optimizers:  # load everything first: bad input fails before compute
-    label = optimizer_label(name)
-    if label in loaded:
-      raise OptimizerSpecError(f"two optimizers are called {label!r}; rename a run directory")
-    loaded[label] = load_optimizer(name, task)
+  loaded = load_optimizers(optimizers, task)  # bad input fails before compute
   problem = InnerProblem.from_task(task)
   out.mkdir(parents=True, exist_ok=True)
   (out / "config.json").write_text(json.dumps(
@@ -235,8 +255,10 @@ def evaluate_optimizers(task_name: str, optimizers: Sequence[str], steps: int, s
        "final_window": final_window}, indent=2))
   progress = None
   if not quiet:
-    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-    progress = tqdm(total=steps * len(loaded), desc=f"evaluating on {task_name}", unit="step")
+    # Without tqdm (the data extra) there is no bar, and nothing else changes.
+    from unf_lopt.extras import progress_bar  # pylint: disable=g-import-not-at-top
+    progress = progress_bar(total=steps * len(loaded), desc=f"evaluating on {task_name}",
+                            unit="step")
   curves = {}
   for label, (lopt, meta) in loaded.items():
     if progress is not None:
@@ -272,38 +294,3 @@ def format_summary(rows: Sequence[dict[str, Any]], threshold: float) -> str:
                  f"{row['final_train_loss_se']:.4f} {100 * row['final_test_accuracy']:9.2f}% +- "
                  f"{100 * row['final_test_accuracy_se']:.2f} {steps:>16s}")
   return "\n".join(lines)
-
-
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="unf-evaluate", description=__doc__.split("\n")[0],
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  parser.add_argument("--task", required=True, help="registered task")
-  parser.add_argument("--task-options", default="{}",
-                      help='JSON options of the task, e.g. \'{"image_size": 16}\'')
-  parser.add_argument("--optimizers", required=True,
-                      help="comma-separated: run dirs, checkpoint dirs, pretrained:NAME, adam, "
-                      "lo:NAME[@FILE] (learned_optimization's, e.g. lo:mlp_lopt)")
-  parser.add_argument("--steps", type=int, default=2000)
-  parser.add_argument("--seeds", type=int, default=5)
-  parser.add_argument("--eval-every", type=int, default=100)
-  parser.add_argument("--final-window", type=int, default=50)
-  parser.add_argument("--threshold", type=float, default=None)
-  parser.add_argument("--out", required=True, type=pathlib.Path)
-  parser.add_argument("--quiet", action="store_true")
-  args = parser.parse_args(argv)
-  try:
-    options = json.loads(args.task_options)
-    rows = evaluate_optimizers(args.task, args.optimizers.split(","), args.steps, args.seeds,
-                               args.out, args.eval_every, args.final_window, args.threshold,
-                               options, args.quiet)
-  except (OptimizerSpecError, KeyError, ValueError, FileNotFoundError, ImportError) as error:
-    message = error.args[0] if isinstance(error, KeyError) and error.args else error
-    print(f"unf-evaluate: {message}", file=sys.stderr)
-    return 2
-  summary = json.loads((args.out / "summary.json").read_text())
-  print(format_summary(rows, summary["threshold"]))
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())

@@ -1,22 +1,18 @@
-"""``unf-plot``: training-curve figures from ``unf-evaluate`` outputs and meta-training runs.
+"""Training-curve figures from ``unf-evaluate`` outputs and meta-training runs.
 
-  unf-plot eval/mlp                          # eval/mlp/training_curves.{png,pdf}
-  unf-plot --compare eval/mlp eval/cnn --out figures/comparison
-  unf-plot --meta runs/unf runs/sgdm --out figures/meta_training
-
+The ``unf-plot`` command (`unf_lopt.evaluate.commands.plot`) draws them.
 Each panel shows, per optimizer, the mean training loss over seeds with a
 shaded standard-error band, on a log scale, smoothed by a trailing moving
-average (``--smooth``, steps). ``--compare`` puts one panel per evaluation
-directory (one per task). ``--meta`` plots meta-loss against outer step.
+average (``smooth``, steps). `plot_evaluations` puts one panel per
+evaluation directory (one per task); `plot_meta_training` plots meta-loss
+against outer step.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import pathlib
-import sys
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -26,26 +22,66 @@ from unf_lopt.evaluate.evaluation import moving_average
 
 
 def read_curves(eval_dir: pathlib.Path) -> dict[str, np.ndarray]:
-  """``{optimizer: train_loss [seeds, steps]}`` from ``curves.csv``."""
+  """``{optimizer: train_loss [seeds, steps]}`` from ``curves.csv``.
+
+  Raises:
+    FileNotFoundError: ``eval_dir`` has no ``curves.csv``.
+    ValueError: the file is not an ``unf-evaluate`` curves file (message names it).
+  """
   path = eval_dir / "curves.csv"
   if not path.exists():
     raise FileNotFoundError(f"{eval_dir} has no curves.csv; is it an unf-evaluate output?")
   values = defaultdict(lambda: defaultdict(dict))
   with open(path, newline="") as handle:
-    for row in csv.DictReader(handle):
-      values[row["optimizer"]][int(row["seed"])][int(row["step"])] = float(row["train_loss"])
+    for line, row in enumerate(csv.DictReader(handle), start=2):
+      try:
+        values[row["optimizer"]][int(row["seed"])][int(row["step"])] = float(row["train_loss"])
+      except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path}, line {line}: not an unf-evaluate curves row "
+                         f"({type(error).__name__}: {error})") from None
+  if not values:
+    raise ValueError(f"{path} has no rows")
   curves = {}
   for name, seeds in values.items():
     steps = sorted(next(iter(seeds.values())))
-    curves[name] = np.asarray([[seeds[s][t] for t in steps] for s in sorted(seeds)])
+    try:
+      curves[name] = np.asarray([[seeds[s][t] for t in steps] for s in sorted(seeds)])
+    except KeyError:
+      raise ValueError(f"{path}: the seeds of {name} have different steps") from None
   return curves
 
 
+def read_meta_losses(run_dir: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
+  """Outer steps and meta-losses of a meta-training run's ``metrics.jsonl``.
+
+  Raises:
+    FileNotFoundError: ``run_dir`` has no ``metrics.jsonl``.
+    ValueError: a line is not a metrics record (message names the file and line).
+  """
+  path = run_dir / "metrics.jsonl"
+  if not path.exists():
+    raise FileNotFoundError(f"{run_dir} has no metrics.jsonl; is it an unf-meta-train run?")
+  steps, losses = [], []
+  for number, line in enumerate(path.read_text().splitlines(), start=1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+      steps.append(int(record["step"]))
+      losses.append(float(record["meta_loss"]))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+      raise ValueError(f"{path}, line {number}: not a metrics record "
+                       f"({type(error).__name__}: {error})") from None
+  if not steps:
+    raise ValueError(f"{path} has no records yet")
+  return np.asarray(steps), np.asarray(losses)
+
+
 def _pyplot():
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  from unf_lopt import extras  # pylint: disable=g-import-not-at-top
+  matplotlib = extras.require("matplotlib", "plot")
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  return plt
+  return extras.require("matplotlib.pyplot", "plot")
 
 
 def _band(axis, x, runs: np.ndarray, label: str, smooth: int) -> None:
@@ -102,13 +138,8 @@ def plot_meta_training(run_dirs: Sequence[pathlib.Path], out: pathlib.Path,
   plt = _pyplot()
   figure, axis = plt.subplots(figsize=(6, 4))
   for run_dir in run_dirs:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-      raise FileNotFoundError(f"{run_dir} has no metrics.jsonl; is it an unf-meta-train run?")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    steps = np.asarray([r["step"] for r in records])
-    losses = np.asarray([[r["meta_loss"] for r in records]])
-    _band(axis, steps, losses, run_dir.name, smooth)
+    steps, losses = read_meta_losses(run_dir)
+    _band(axis, steps, losses[None], run_dir.name, smooth)
   axis.set_xlabel("outer step")
   axis.set_ylabel("meta-loss (truncation mean)")
   axis.set_title("PES meta-training")
@@ -117,34 +148,3 @@ def plot_meta_training(run_dirs: Sequence[pathlib.Path], out: pathlib.Path,
   paths = _save(figure, out)
   plt.close(figure)
   return paths
-
-
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="unf-plot", description=__doc__.split("\n")[0])
-  parser.add_argument("eval_dir", nargs="?", type=pathlib.Path, help="an unf-evaluate output")
-  parser.add_argument("--compare", nargs="+", type=pathlib.Path, help="evaluation directories")
-  parser.add_argument("--meta", nargs="+", type=pathlib.Path, help="meta-training run directories")
-  parser.add_argument("--out", type=pathlib.Path, help="output path without suffix")
-  parser.add_argument("--smooth", type=int, default=None,
-                      help="moving-average window in steps (default 20; 1 for --meta)")
-  args = parser.parse_args(argv)
-  try:
-    if args.meta:
-      out = args.out or pathlib.Path("meta_training")
-      paths = plot_meta_training(args.meta, out, args.smooth or 1)
-    else:
-      dirs = args.compare or ([args.eval_dir] if args.eval_dir else [])
-      if not dirs:
-        parser.error("give an evaluation directory, --compare DIRS or --meta RUNS")
-      out = args.out or dirs[0] / "training_curves"
-      paths = plot_evaluations(dirs, out, args.smooth or 20)
-  except FileNotFoundError as error:
-    print(f"unf-plot: {error}", file=sys.stderr)
-    return 2
-  for path in paths:
-    print(path)
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())

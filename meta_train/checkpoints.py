@@ -8,7 +8,7 @@ A checkpoint is a directory ``checkpoints/step_NNNNNNN`` holding
   parameters, outer optimizer state, every PES run), flax msgpack, no pickle;
 * ``training_state.json``: step, config fingerprint and the msgpack's sha256.
 
-It is written with `unf_lopt.checkpoint.atomic_directory` (a hidden staging
+It is written with `unf_lopt.atomic.atomic_directory` (a hidden staging
 directory renamed into place), so a
 process killed at any moment leaves either the previous checkpoints or the new
 complete one; staging leftovers are ignored and cleaned up.
@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 import unf_lopt as U
-from unf_lopt.checkpoint import atomic_directory
+from unf_lopt.atomic import atomic_directory
 
 STATE_FILE = "training_state.msgpack"
 STATE_INFO = "training_state.json"

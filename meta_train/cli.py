@@ -13,16 +13,27 @@ cluster's environment.
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import dataclasses
 import json
+import logging
 import pathlib
+import re
 import sys
+from typing import NoReturn
 
-from unf_lopt.meta_train.trainer import BACKENDS, UPDATE_NETS, MetaTrainConfig, make_trainer
+from unf_lopt.meta_train import checkpoints
+from unf_lopt.meta_train.backends import make_trainer
+from unf_lopt.meta_train.config import BACKENDS, UPDATE_NETS, MetaTrainConfig
+from unf_lopt.meta_train.outer_loop import NonFiniteMetaParamsError, TrainingInterrupted
+from unf_lopt.spec import SpecError
+from unf_lopt.tasks import command_line as cl
+
+# Exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
 
 _HELP = {
-    "task": "registered task (see tasks.registered_tasks())",
+    "task": "registered task (see --list-tasks)",
     "update_net": f"one of {', '.join(UPDATE_NETS)}",
     "outer_steps": "outer (meta) steps",
     "num_runs": "parallel inner runs (antithetic pairs)",
@@ -35,58 +46,155 @@ _HELP = {
     "clip_norm": "clip meta-gradients by this global norm",
     "hidden": "width of the update network", "depth": "DeepSet layers before the last layer",
     "seed": "seed of everything random", "num_devices": "devices to shard runs over (0: all)",
-    "checkpoint_every": "outer steps between checkpoints", "log_every": "outer steps between log lines",
+    "checkpoint_every": "outer steps between checkpoints",
+    "log_every": "outer steps between log lines",
     "backend": f"one of {', '.join(BACKENDS)}: the PES of this package or learned_optimization's "
                "TruncatedPES (optional extra: make lo-install)",
+    "tensorboard": "also write TensorBoard event files next to metrics.jsonl (needs tensorboardX)",
 }
 
 
-def _load_config_file(path: str) -> dict:
-  text = pathlib.Path(path).read_text()
-  if path.endswith((".yaml", ".yml")):
+def _load_config_file(path: pathlib.Path) -> dict:
+  """The settings of a JSON or YAML config file; ValueError naming the file if it has none."""
+  text = path.read_text()
+  if path.suffix in (".yaml", ".yml"):
     import yaml  # pylint: disable=g-import-not-at-top
-    values = yaml.safe_load(text)
+    try:
+      values = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+      raise ValueError(f"{path} is not valid YAML ({error})") from None
   else:
-    values = json.loads(text)
-  if not isinstance(values, dict):
-    raise ValueError(f"{path} must hold a mapping of settings")
+    try:
+      values = json.loads(text)
+    except json.JSONDecodeError as error:
+      raise ValueError(f"{path} is not valid JSON ({error})") from None
+  if not isinstance(values, dict) or not all(isinstance(key, str) for key in values):
+    raise ValueError(f"{path} must hold a mapping of settings, e.g. {{\"outer_steps\": 100}}")
   return {key.replace("-", "_"): value for key, value in values.items()}
 
 
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="unf-meta-train", description=__doc__.split("\n")[0],
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  parser.add_argument("--config", help="JSON or YAML file with the same keys as the flags")
-  parser.add_argument("--out", required=True, help="run directory (resumed if it exists)")
-  parser.add_argument("--quiet", action="store_true", help="no progress bar (batch jobs)")
+def _parser() -> cl.CommandParser:
+  parser = cl.CommandParser(prog="unf-meta-train", description=__doc__.split("\n")[0])
+  parser.add_argument("--config", type=cl.existing_file,
+                      help="JSON or YAML file with the same keys as the flags (flags override it)")
+  parser.add_argument("--out", required=True, type=cl.output_directory,
+                      help="run directory (resumed if it exists)")
+  parser.add_argument("--quiet", action="store_true",
+                      help="no progress bar and no progress messages, only errors (batch jobs)")
   parser.add_argument("--distributed", action="store_true",
                       help="call jax.distributed.initialize() (multi-host)")
   for field in dataclasses.fields(MetaTrainConfig):
+    if field.type == "bool":
+      parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name,
+                          action="store_true", default=None, help=_HELP.get(field.name, ""))
+      continue
     parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=field.type
                         if field.type in (int, float, str) else
                         {"int": int, "float": float, "str": str}[field.type],
                         default=None, help=f"{_HELP.get(field.name, '')} (default: "
                         f"{field.default})")
+  cl.add_list_tasks_flag(parser)
   return parser
 
 
+def _flag(name: str) -> str:
+  return f"--{name.replace('_', '-')}"
+
+
+def _flags_given(args) -> set[str]:
+  return {field.name for field in dataclasses.fields(MetaTrainConfig)
+          if getattr(args, field.name) is not None}
+
+
+def _fail_at_source(parser: cl.CommandParser, args, error: Exception) -> NoReturn:
+  """Exits 2 naming where the setting that ``error`` names came from: its flag or the file."""
+  message = str(error)
+  named = [field.name for field in dataclasses.fields(MetaTrainConfig)
+           if re.search(rf"\b{field.name}\b", message)]
+  if named and named[0] in _flags_given(args):
+    parser.fail(_flag(named[0]), message)
+  if named and args.config:
+    parser.fail("--config", f"{args.config}: {message}")
+  if str(args.out) in message:
+    parser.fail("--out", message)
+  parser.error(message)
+
+
+def _config(parser: cl.CommandParser, args) -> MetaTrainConfig:
+  """``--config`` and the flags (flags win) as a checked config; else exits 2 naming the source."""
+  try:
+    values = _load_config_file(args.config) if args.config else {}
+  except (OSError, ValueError) as error:
+    parser.fail("--config", error)
+  values.update({name: getattr(args, name) for name in _flags_given(args)})
+  try:
+    return MetaTrainConfig.from_dict(values)
+  except (TypeError, ValueError) as error:
+    if "configuration keys" in str(error):  # unknown keys can only come from the file
+      parser.fail("--config", f"{args.config}: {error}")
+    _fail_at_source(parser, args, error)
+
+
+@contextlib.contextmanager
+def _progress_messages_on_stderr(quiet: bool):
+  """Shows the package's log messages on stderr while training (warnings only with --quiet)."""
+  package_logger = logging.getLogger("unf_lopt")
+  handler = logging.StreamHandler(sys.stderr)
+  handler.setFormatter(logging.Formatter("unf-meta-train: %(message)s"))
+  level = package_logger.level
+  package_logger.addHandler(handler)
+  package_logger.setLevel(logging.WARNING if quiet else logging.INFO)
+  try:
+    yield
+  finally:
+    package_logger.removeHandler(handler)
+    package_logger.setLevel(level)
+
+
 def main(argv=None) -> int:
-  args = _parser().parse_args(argv)
+  parser = _parser()
+  args = parser.parse_args(argv)
+  with _progress_messages_on_stderr(args.quiet):
+    try:
+      return _train(parser, args)
+    except KeyboardInterrupt:  # before training started: nothing was written yet
+      print("unf-meta-train: interrupted before training started; nothing was saved",
+            file=sys.stderr)
+      return EXIT_INTERRUPTED
+
+
+def _train(parser: cl.CommandParser, args) -> int:
+  config = _config(parser, args)
   if args.distributed:
     import jax  # pylint: disable=g-import-not-at-top
     jax.distributed.initialize()
+  task_flag, where = "--task", ""
+  if "task" not in _flags_given(args) and args.config:
+    task_flag, where = "--config", f"{args.config}: "
+  # The trainer checks the task, the spec, the data and the run directory before any compute.
   try:
-    values = _load_config_file(args.config) if args.config else {}
-    values.update({field.name: getattr(args, field.name)
-                   for field in dataclasses.fields(MetaTrainConfig)
-                   if getattr(args, field.name) is not None})
-    config = MetaTrainConfig.from_dict(values)
     trainer = make_trainer(config, args.out, quiet=args.quiet)
-  except (ValueError, KeyError, FileNotFoundError, ImportError) as error:
-    message = error.args[0] if isinstance(error, KeyError) and error.args else error
-    print(f"unf-meta-train: {message}", file=sys.stderr)
+  except KeyError as error:
+    parser.fail(task_flag, f"{where}{error.args[0] if error.args else error} (see --list-tasks)")
+  except FileNotFoundError as error:  # the task's data is not prepared
+    parser.fail(task_flag, f"{where}{error}")
+  except ImportError as error:
+    parser.fail("--task" if config.task.startswith("lo:") else "--backend", error)
+  except SpecError as error:
+    parser.fail("--update-net", error)
+  except ValueError as error:  # e.g. --num-devices, or --out holding a run of another config
+    _fail_at_source(parser, args, error)
+  try:
+    trainer.run()
+  except TrainingInterrupted as interrupted:
+    print(f"unf-meta-train: {interrupted}", file=sys.stderr)
+    return EXIT_INTERRUPTED
+  except checkpoints.TrainingCheckpointError as error:  # names the damaged file
+    print(f"unf-meta-train: {error}", file=sys.stderr)
     return 2
-  trainer.run()
+  except NonFiniteMetaParamsError as error:
+    print(f"unf-meta-train: {error}", file=sys.stderr)
+    return 1
   return 0
 
 

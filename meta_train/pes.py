@@ -56,7 +56,11 @@ class PESState:
 
 @dataclasses.dataclass(frozen=True)
 class PESConfig:
-  """Settings of the estimator (paper values as defaults: PAPER_FACTS section 6)."""
+  """Settings of the estimator.
+
+  Defaults are the UNF paper's (Zhou et al. 2024, Appendix B.2): 16 runs,
+  truncation 50, perturbation standard deviation 0.01.
+  """
 
   num_runs: int = 16
   trunc_length: int = 50
@@ -114,7 +118,7 @@ class TruncatedPES:
 
     >>> import jax, jax.numpy as jnp
     >>> import unf_lopt as U
-    >>> from meta_train.inner import InnerProblem
+    >>> from unf_lopt.meta_train.inner import InnerProblem
     >>> problem = InnerProblem(
     ...     "quadratic", init=lambda key: {"w": jax.random.normal(key, (3,))},
     ...     loss=lambda p, batch: jnp.sum(p["w"] ** 2), sample_batch=lambda data, key: {})

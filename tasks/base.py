@@ -89,8 +89,17 @@ class Task(abc.ABC):
     """A zero batch with the shapes and dtypes of real ones (no data is read)."""
 
   @abc.abstractmethod
+  def _read_split(self, split: str) -> dict[str, np.ndarray]:
+    """Reads and preprocesses the dataset's own ``train`` or ``test`` split."""
+
   def _dataset_split(self, split: str) -> dict[str, np.ndarray]:
-    """Preprocessed arrays of the dataset's own ``train`` or ``test`` split."""
+    """`_read_split`, read once per task instance."""
+    # A per-instance dict rather than functools.cache on the method, which
+    # would keep every task (and its arrays) alive for the process's lifetime.
+    cache = self.__dict__.setdefault("_split_cache", {})
+    if split not in cache:
+      cache[split] = self._read_split(split)
+    return cache[split]
 
   @abc.abstractmethod
   def metrics(self, params, batch: Batch) -> dict[str, jax.Array]:

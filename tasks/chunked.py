@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
+from unf_lopt.atomic import atomic_open, write_atomic
+
 
 def chunk_path(directory: os.PathLike | str, number: int) -> pathlib.Path:
   return pathlib.Path(directory) / f"chunk_{number:05d}.npz"
@@ -44,7 +46,7 @@ def record_config(directory: os.PathLike | str, config: dict, what: str) -> None
     if json.loads(path.read_text()) != stored:
       raise ValueError(f"{directory} holds {what} of another configuration; use another --out")
   else:
-    path.write_text(json.dumps(stored, indent=2))
+    write_atomic(path, json.dumps(stored, indent=2))
 
 
 def build_chunks(directory: os.PathLike | str, sizes: Sequence[int],
@@ -63,16 +65,16 @@ def build_chunks(directory: os.PathLike | str, sizes: Sequence[int],
   directory.mkdir(parents=True, exist_ok=True)
   progress = None
   if not quiet:
-    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-    progress = tqdm(total=sum(sizes), desc=description, unit=unit)
+    # Without tqdm (the data extra) there is no bar, and nothing else changes.
+    from unf_lopt.extras import progress_bar  # pylint: disable=g-import-not-at-top
+    progress = progress_bar(total=sum(sizes), desc=description, unit=unit)
   paths = []
   for number, size in enumerate(sizes):
     path = chunk_path(directory, number)
     if not path.exists():
       arrays = {name: np.asarray(value) for name, value in compute(number).items()}
-      staging = path.with_suffix(".tmp.npz")
-      np.savez(staging, **arrays)
-      os.replace(staging, path)
+      with atomic_open(path) as handle:
+        np.savez(handle, **arrays)
     paths.append(path)
     if progress is not None:
       progress.update(size)

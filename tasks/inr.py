@@ -22,7 +22,6 @@ Build a dataset with ``unf-make-inrs --out inrs/fmnist`` (see ``--help``).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
@@ -39,7 +38,8 @@ import numpy as np
 import optax
 
 import unf_lopt as U
-from unf_lopt.tasks import chunked, xla_cpu
+from unf_lopt.atomic import atomic_open, write_atomic
+from unf_lopt.tasks import chunked, command_line, xla_cpu
 
 OMEGA = 30.0  # SIREN's frequency factor for every sine layer
 
@@ -188,12 +188,12 @@ def build(config: InrConfig, out: os.PathLike | str, data_dir=None,
   sizes = [min(config.chunk_size, len(images) - start) for start in starts]
   paths = chunked.build_chunks(out / "chunks", sizes, fit_chunk, "fitting INRs", "INR", quiet)
   arrays = chunked.load_chunks(paths)
-  path, staging = out / "inrs.npz", out / "inrs.tmp.npz"
-  np.savez(staging, label=labels, split=split, **arrays)
-  os.replace(staging, path)
+  path = out / "inrs.npz"
+  with atomic_open(path) as handle:
+    np.savez(handle, label=labels, split=split, **arrays)
   params = chunked.unflatten_tree({k[len("params/"):]: v[0] for k, v in arrays.items()
                                    if k.startswith("params/")})
-  (out / "spec.json").write_text(json.dumps(spec(params), indent=1))
+  write_atomic(out / "spec.json", json.dumps(spec(params), indent=1))
   return path
 
 
@@ -201,7 +201,8 @@ def load_inrs(path: os.PathLike | str) -> dict:
   """``{"params": nested [N, ...] arrays, "label", "split", "psnr"}`` of an ``inrs.npz``."""
   path = pathlib.Path(path)
   if not path.exists():
-    raise FileNotFoundError(f"{path} does not exist; build it with unf-make-inrs --out {path.parent}")
+    raise FileNotFoundError(
+        f"{path} does not exist; build it with unf-make-inrs --out {path.parent}")
   with np.load(path, allow_pickle=False) as stored:
     flat = {k[len("params/"):]: stored[k] for k in stored.files if k.startswith("params/")}
     out = {k: stored[k] for k in stored.files if not k.startswith("params/")}
@@ -212,31 +213,52 @@ def load_inrs(path: os.PathLike | str) -> dict:
   return out
 
 
+def build_parser() -> command_line.CommandParser:
+  defaults = InrConfig()
+  cl = command_line
+  parser = cl.CommandParser(prog="unf-make-inrs", description=__doc__.split("\n")[0])
+  parser.add_argument("--out", required=True, type=cl.output_directory,
+                      help="build directory (resumed if it holds a build of the same settings)")
+  parser.add_argument("--train", type=cl.positive_int, default=defaults.train,
+                      help="training INRs (from the dataset's train split)")
+  parser.add_argument("--valid", type=cl.positive_int, default=defaults.valid,
+                      help="validation INRs (the train-split images after the training ones)")
+  parser.add_argument("--test", type=cl.positive_int, default=defaults.test,
+                      help="test INRs (from the dataset's test split)")
+  parser.add_argument("--hidden", type=cl.positive_int, nargs="+", default=list(defaults.hidden),
+                      help="hidden widths of each SIREN")
+  parser.add_argument("--steps", type=cl.positive_int, default=defaults.steps,
+                      help="full-batch Adam steps per image")
+  parser.add_argument("--learning-rate", type=cl.positive_float, default=defaults.learning_rate,
+                      help="Adam learning rate of the fits")
+  parser.add_argument("--chunk-size", type=cl.positive_int, default=defaults.chunk_size,
+                      help="images fitted together under vmap (and saved per chunk)")
+  parser.add_argument("--seed", type=cl.non_negative_int, default=defaults.seed,
+                      help="seed of the SIREN initialisations")
+  parser.add_argument("--data-dir", type=cl.existing_directory, default=None,
+                      help="tfds data directory (default: unf-data's)")
+  parser.add_argument("--quiet", action="store_true", help="no progress bar")
+  return parser
+
+
 def main(argv=None) -> int:
   xla_cpu.avoid_thread_pool_hang()
-  defaults = InrConfig()
-  parser = argparse.ArgumentParser(prog="unf-make-inrs", description=__doc__.split("\n")[0])
-  parser.add_argument("--out", required=True)
-  parser.add_argument("--train", type=int, default=defaults.train)
-  parser.add_argument("--valid", type=int, default=defaults.valid)
-  parser.add_argument("--test", type=int, default=defaults.test)
-  parser.add_argument("--hidden", type=int, nargs="+", default=list(defaults.hidden))
-  parser.add_argument("--steps", type=int, default=defaults.steps)
-  parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-  parser.add_argument("--chunk-size", type=int, default=defaults.chunk_size)
-  parser.add_argument("--seed", type=int, default=defaults.seed)
-  parser.add_argument("--data-dir", default=None)
-  parser.add_argument("--quiet", action="store_true")
+  parser = build_parser()
   args = parser.parse_args(argv)
   config = InrConfig(train=args.train, valid=args.valid, test=args.test,
                      hidden=tuple(args.hidden), steps=args.steps,
                      learning_rate=args.learning_rate, seed=args.seed, chunk_size=args.chunk_size)
-  from unf_lopt.tasks import data  # pylint: disable=g-import-not-at-top
   try:
-    path = build(config, args.out, args.data_dir, args.quiet)
-  except (ValueError, data.DatasetNotPreparedError) as error:
-    print(f"unf-make-inrs: {error}", file=sys.stderr)
-    return 2
+    _images(config, args.data_dir)  # the images exist and suffice: checked before any fit
+  except FileNotFoundError as error:  # the dataset is not prepared
+    parser.fail("--data-dir", error)
+  except ValueError as error:  # too few images for --train + --valid, or for --test
+    parser.fail("--test" if f"{config.dataset} test " in str(error) else "--train", error)
+  try:
+    chunked.record_config(args.out, dataclasses.asdict(config), "INRs")
+  except ValueError as error:
+    parser.fail("--out", error)
+  path = build(config, args.out, args.data_dir, args.quiet)
   psnr_values = load_inrs(path)["psnr"]
   print(f"INRs written to {path}: PSNR {psnr_values.mean():.1f} dB mean, "
         f"{np.percentile(psnr_values, 5):.1f} dB 5th percentile")

@@ -1,4 +1,4 @@
-"""The four task networks of the UNF paper (PAPER_FACTS section 5), in flax.linen.
+"""The four task networks of the UNF paper (Zhou et al. 2024, Appendix B.1), in flax.linen.
 
 Sizes are fields so that the ``tiny_*`` tasks reuse the same code.
 """

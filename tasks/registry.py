@@ -2,7 +2,7 @@
 
 Example:
 
-  >>> import tasks
+  >>> from unf_lopt import tasks
   >>> task = tasks.get_task("tiny_mlp")
   >>> task.name, task.batch_size
   ('tiny_mlp', 32)
@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 
 from unf_lopt.tasks import base, image_tasks, language_tasks
@@ -33,6 +34,18 @@ def registered_tasks() -> dict[str, str]:
           for name, factory in _REGISTRY.items()}
 
 
+def task_options(name: str) -> dict[str, inspect.Parameter]:
+  """The options ``get_task(name, **options)`` accepts, with their defaults.
+
+  >>> task_options("mlp_fmnist")["hidden_sizes"].default
+  (32,)
+  """
+  if name not in _REGISTRY:
+    raise KeyError(f"unknown task {name!r}; registered: {', '.join(_REGISTRY)}")
+  parameters = inspect.signature(_REGISTRY[name]).parameters
+  return {key: parameter for key, parameter in parameters.items() if key != "name"}
+
+
 # ``lo:NAME`` names a learned_optimization task (optional extra, see README).
 LO_PREFIX = "lo:"
 
@@ -40,14 +53,14 @@ LO_PREFIX = "lo:"
 def get_task(name: str, **options) -> base.Task:
   """The task called ``name``; ``options`` override its defaults (e.g. ``image_size=8``).
 
-  ``lo:NAME`` is learned_optimization's task ``NAME`` (see
-  `unf_lopt.integrations.learned_optimization.lo_task`); it raises ImportError
-  with the install command where learned_optimization is not installed.
+  ``lo:NAME`` is learned_optimization's task ``NAME`` (see `tasks.lo_tasks.lo_task`);
+  it raises ImportError with the install command where learned_optimization is
+  not installed.
   """
   if name.startswith(LO_PREFIX):
-    # Imported here: the core must run without learned_optimization.
-    from unf_lopt.integrations import learned_optimization  # pylint: disable=g-import-not-at-top
-    return learned_optimization.lo_task(name[len(LO_PREFIX):], **options)
+    # Imported here: everything else runs without the optional learned_optimization.
+    from unf_lopt.tasks import lo_tasks  # pylint: disable=g-import-not-at-top
+    return lo_tasks.lo_task(name[len(LO_PREFIX):], **options)
   if name not in _REGISTRY:
     close = difflib.get_close_matches(name, _REGISTRY, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""

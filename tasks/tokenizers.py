@@ -6,7 +6,7 @@ and ``UNK_ID``.
 
 Example:
 
-  >>> from tasks.tokenizers import ByteTokenizer, encode_sentences
+  >>> from unf_lopt.tasks.tokenizers import ByteTokenizer, encode_sentences
   >>> tokenizer = ByteTokenizer()
   >>> tokenizer.vocab_size, tokenizer.encode("hi")
   (259, [107, 108])
@@ -23,10 +23,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from unf_lopt import extras
+from unf_lopt.atomic import write_atomic
+
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 NUM_SPECIAL = 3
 SHIPPED_VOCAB_SIZE = 32_000
-SHIPPED_SENTENCEPIECE_FILE = pathlib.Path(__file__).resolve().parent / "corpora" / "brown_sp32k.model"
+SHIPPED_SENTENCEPIECE_FILE = (pathlib.Path(__file__).resolve().parent / "corpora"
+                              / "brown_sp32k.model")
 
 
 class ByteTokenizer:
@@ -45,7 +49,7 @@ class SentencePieceTokenizer:
   """A SentencePiece model whose special ids are ``PAD_ID``, ``EOS_ID``, ``UNK_ID``."""
 
   def __init__(self, model_proto: bytes, name: str = "sentencepiece"):
-    import sentencepiece  # pylint: disable=g-import-not-at-top
+    sentencepiece = extras.require("sentencepiece", "data")
     self._processor = sentencepiece.SentencePieceProcessor(model_proto=model_proto)
     self.name = name
     specials = (self._processor.pad_id(), self._processor.eos_id(), self._processor.unk_id())
@@ -63,7 +67,7 @@ class SentencePieceTokenizer:
 
 def train_sentencepiece(sentences: Sequence[str], vocab_size: int) -> bytes:
   """Trains a unigram SentencePiece model with this project's special ids."""
-  import sentencepiece  # pylint: disable=g-import-not-at-top
+  sentencepiece = extras.require("sentencepiece", "data")
   model = io.BytesIO()
   sentencepiece.SentencePieceTrainer.train(
       sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size,
@@ -83,14 +87,12 @@ def sentencepiece_tokenizer(vocab_size: int = SHIPPED_VOCAB_SIZE,
   if vocab_size == SHIPPED_VOCAB_SIZE:
     return SentencePieceTokenizer(SHIPPED_SENTENCEPIECE_FILE.read_bytes(), "brown_sp32k")
   from unf_lopt.tasks import data  # pylint: disable=g-import-not-at-top
-  cache_dir = pathlib.Path(cache_dir) if cache_dir else data.default_data_dir() / "unf_lopt_tokenizers"
+  cache_dir = (pathlib.Path(cache_dir) if cache_dir
+               else data.default_data_dir() / "unf_lopt_tokenizers")
   path = cache_dir / f"brown_sp{vocab_size}.model"
   if not path.exists():
     proto = train_sentencepiece(data.read_brown_corpus()["train"], vocab_size)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(f".tmp{os.getpid()}")
-    staging.write_bytes(proto)
-    os.replace(staging, path)
+    write_atomic(path, proto)
   return SentencePieceTokenizer(path.read_bytes(), path.stem)
 
 

@@ -1,4 +1,7 @@
-"""A workaround for an XLA:CPU thread-pool hang, applied by the commands that train many models at once."""
+"""A workaround for an XLA:CPU thread-pool hang.
+
+Applied by the commands that train many models at once.
+"""
 
 import os
 

@@ -53,7 +53,8 @@ def test_counts_match_bell_formula_and_brute_force_on_random_patterns():
 
 
 def test_fixed_axes_do_not_count():
-  assert basis.num_basis_terms(("a", None), ("a", None, None)) == basis.num_basis_terms(("a",), ("a",))
+  without_fixed = basis.num_basis_terms(("a",), ("a",))
+  assert basis.num_basis_terms(("a", None), ("a", None, None)) == without_fixed
   with pytest.raises(ValueError, match="fold fixed axes"):
     basis.valid_partitions(("a", None), ("a",))
 

@@ -1,18 +1,31 @@
 """The benchmarks run (smallest spec, one repeat) and print their ratio columns."""
 
-from unf_lopt.evaluate.benchmarks import bench_layers, bench_meta_train, bench_optimizer, bench_tasks
+import jax
+import pytest
+
+from unf_lopt import tasks
+from unf_lopt.evaluate.benchmarks import (bench_layers, bench_meta_train, bench_optimizer,
+                                          bench_tasks)
 
 
-def test_layer_benchmark_runs(capsys):
+def task_parameter_count(name):
+  shapes = jax.eval_shape(tasks.get_task(name).init, jax.random.PRNGKey(0))
+  return sum(leaf.size for leaf in jax.tree.leaves(shapes))
+
+
+def test_layer_benchmark_times_the_tasks_own_network(capsys):
   bench_layers.main(["--specs", "mlp", "--repeats", "1"])
   out = capsys.readouterr().out
-  assert "UNF/DS" in out and out.strip().splitlines()[-1].startswith("mlp")
+  last = out.strip().splitlines()[-1].split()
+  assert "UNF/DS" in out and last[0] == "mlp"
+  assert int(last[1]) == task_parameter_count("mlp_fmnist")  # entries: 64*32+32+32*10+10
 
 
-def test_optimizer_benchmark_runs(capsys):
-  bench_optimizer.main(["--specs", "mlp", "--repeats", "1"])
+def test_optimizer_benchmark_times_the_tasks_own_network(capsys):
+  bench_optimizer.main(["--specs", "tiny_rnn", "--repeats", "1"])
   last = capsys.readouterr().out.strip().splitlines()[-1]
-  assert last.startswith("mlp") and last.endswith("x")
+  assert last.startswith("tiny_rnn") and last.endswith("x")
+  assert int(last.split()[1]) == task_parameter_count("tiny_rnn")
 
 
 def test_task_benchmark_runs(capsys):
@@ -23,6 +36,7 @@ def test_task_benchmark_runs(capsys):
   assert all(float(line.split()[-1]) > 0 for line in lines[-2:])
 
 
+@pytest.mark.slow
 def test_meta_train_benchmark_runs(capsys):
   bench_meta_train.main(["--task", "tiny_mlp", "--update-nets", "sgdm", "--devices", "1,2",
                          "--num-runs", "4", "--trunc-length", "3", "--steps", "1"])
@@ -30,4 +44,8 @@ def test_meta_train_benchmark_runs(capsys):
   assert lines[-3].split()[:2] == ["update", "net"]
   rows = [line.split() for line in lines[-2:]]
   assert [row[:2] for row in rows] == [["sgdm", "1"], ["sgdm", "2"]]
-  assert rows[0][-1] == "1.00x"
+  # "vs 1 device" is each row's outer/s over the 1-device row's (both as printed, 2 decimals).
+  outer_per_second = [float(row[3]) for row in rows]
+  ratios = [float(row[-1].rstrip("x")) for row in rows]
+  for outer, ratio in zip(outer_per_second, ratios):
+    assert ratio == pytest.approx(outer / outer_per_second[0], rel=0.01, abs=0.006)

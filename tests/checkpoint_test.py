@@ -1,5 +1,6 @@
 """Tests for checkpoints: bit-exact round trips, atomic overwrite, clear errors."""
 
+import importlib
 import json
 import os
 
@@ -73,7 +74,16 @@ def test_foreign_and_missing_checkpoints_are_rejected(tmp_path):
     U.load_checkpoint(tmp_path / "nothing_here")
 
 
-def test_unknown_pretrained_name_lists_what_exists():
-  with pytest.raises(KeyError, match="no pretrained optimizer named 'nope'; available"):
+def test_unknown_pretrained_name_lists_what_exists(tmp_path, monkeypatch):
+  # The module, not the function `unf_lopt.pretrained` that shadows its name.
+  pretrained_module = importlib.import_module("unf_lopt.pretrained")
+  lopt = U.NominalLOpt("sgdm")
+  for name in ("sgdm_b", "sgdm_a"):
+    U.save_checkpoint(tmp_path / name, lopt, lopt.init(jax.random.PRNGKey(0)))
+  (tmp_path / "notes").mkdir()  # a directory without optimizer.json is not listed
+  monkeypatch.setattr(pretrained_module, "SHIPPED", tmp_path)
+  assert U.available_pretrained() == ["sgdm_a", "sgdm_b"]
+  with pytest.raises(KeyError, match="no pretrained optimizer named 'nope'; available: "
+                                     "sgdm_a, sgdm_b"):
     U.pretrained("nope")
-  assert isinstance(U.available_pretrained(), list)
+  assert U.pretrained("sgdm_b")[0].update_net == "sgdm"

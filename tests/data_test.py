@@ -24,10 +24,10 @@ def write_idx(path, array, compress=True):
   return path
 
 
-def fake_fashion_mnist(directory, sizes={"train": 30, "t10k": 10}):  # pylint: disable=dangerous-default-value
+def fake_fashion_mnist(directory, sizes=(("train", 30), ("t10k", 10))):
   rng = np.random.default_rng(0)
   arrays = {}
-  for prefix, size in sizes.items():
+  for prefix, size in sizes:
     images = rng.integers(0, 256, (size, 28, 28), dtype=np.uint8)
     labels = (np.arange(size) % 10).astype(np.uint8)
     write_idx(directory / f"{prefix}-images-idx3-ubyte", images)
@@ -171,18 +171,136 @@ def test_real_fashion_mnist_from_debian_package():
   np.testing.assert_array_equal(tiny["image"], splits["train"]["image"][:512])
 
 
-def test_cli_prepares_lists_and_reports_bad_sources(tmp_path, capsys):
+def run_cli(capsys, *argv):
+  """``(exit status, stdout, stderr)`` of ``unf-data ARGV``."""
+  try:
+    status = cli.main(list(argv))
+  except SystemExit as exit_:
+    status = exit_.code
+  captured = capsys.readouterr()
+  return status, captured.out, captured.err
+
+
+def listing_states(out):
+  """``{dataset: the rest of its line}`` of ``unf-data list``."""
+  return {line.split()[0]: line.split(None, 1)[1] for line in out.splitlines()}
+
+
+def test_cli_prepares_then_lists_as_prepared(tmp_path, capsys):
   source = tmp_path / "idx"
   source.mkdir()
   fake_fashion_mnist(source)
   tfds_dir = str(tmp_path / "tfds")
-  assert cli.main(["prepare", "fashion_mnist", "--from", str(source), "--data-dir", tfds_dir]) == 0
-  assert cli.main(["list", "--data-dir", tfds_dir]) == 0
-  listing = capsys.readouterr().out
-  assert "fashion_mnist   prepared" in listing and "cifar10         missing" in listing
-  assert cli.main(["prepare", "cifar10", "--from", str(tmp_path / "nope.tar.gz"),
-                   "--data-dir", tfds_dir]) == 2
-  assert "nope.tar.gz" in capsys.readouterr().err
+  status, out, _ = run_cli(capsys, "prepare", "fashion_mnist", "--from", str(source),
+                           "--data-dir", tfds_dir)
+  assert status == 0 and "prepared fashion_mnist" in out
+  status, out, _ = run_cli(capsys, "list", "--data-dir", tfds_dir)
+  states = listing_states(out)
+  assert status == 0 and set(states) == set(data.DATASETS)
+  assert states["fashion_mnist"] == "image  available (prepared)"
+  assert states["cifar10"].startswith("image  missing: unf-data prepare cifar10 --from ")
+
+
+def test_cli_lists_shipped_and_embedded_datasets_as_available(tmp_path, capsys):
+  status, out, _ = run_cli(capsys, "list", "--data-dir", str(tmp_path))
+  states = listing_states(out)
+  assert status == 0
+  assert states["brown_corpus"] == "text   available (shipped, prepared on first use)"
+  assert states["tiny_fashion_mnist"] == "image  available (embedded)"
+  assert states["tiny_brown_corpus"] == "text   available (embedded)"
+  assert states["lm1b"].startswith("text   missing: ")
+  # test_brown_corpus_auto_prepares_on_first_use checks that "available" holds.
+
+
+def test_fashion_mnist_is_available_exactly_where_debian_files_are(tmp_path, monkeypatch):
+  from unf_lopt.tasks.data import store  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(store, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "absent")
+  assert data.availability("fashion_mnist", tmp_path) == (False, "missing")
+  with pytest.raises(data.DatasetNotPreparedError, match="apt-get install dataset-fashion-mnist"):
+    data.load_images("fashion_mnist", "test", tmp_path / "tfds")
+  monkeypatch.setattr(store, "DEBIAN_FASHION_MNIST_DIR", tmp_path)
+  available, how = data.availability("fashion_mnist", tmp_path / "tfds")
+  assert available and str(tmp_path) in how
+  with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
+    data.availability("mnist")
+
+
+def test_an_interrupted_preparation_does_not_count_as_prepared(tmp_path):
+  unfinished = tmp_path / "lm1b" / "incomplete.AB12CD_1.1.0"  # tfds's staging name
+  unfinished.mkdir(parents=True)
+  (unfinished / "dataset_info.json").write_text("{}")
+  assert not data.is_prepared("lm1b", tmp_path)
+  assert data.availability("lm1b", tmp_path) == (False, "missing")
+
+
+def test_cli_ctrl_c_during_prepare_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
+  def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(data, "prepare", interrupted)
+  status, out, err = run_cli(capsys, "prepare", "brown_corpus", "--data-dir", str(tmp_path))
+  assert status == 130 and out == ""
+  assert err.strip().splitlines() == ["unf-data: interrupted; nothing was prepared"]
+
+
+def test_cli_lists_every_registered_task(capsys):
+  from unf_lopt.tasks import registry  # pylint: disable=g-import-not-at-top
+  status, out, _ = run_cli(capsys, "tasks")
+  names = [line.split()[0] for line in out.splitlines()]
+  assert status == 0
+  assert names[:-1] == list(registry.registered_tasks()) and names[-1] == "lo:NAME"
+  assert "FashionMNIST" in out.splitlines()[names.index("tiny_mlp")]
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["prepare", "imagenet"], "argument NAME: unknown dataset 'imagenet'"),
+    (["prepare", "tiny_fashion_mnist"], "argument NAME: tiny_fashion_mnist is embedded"),
+    (["prepare", "cifar10", "--from", "{tmp}/nope.tar.gz"], "argument --from: {tmp}/nope.tar.gz"),
+    (["prepare", "fashion_mnist", "--from", "{tmp}/file"], "argument --from: {tmp}/file is a file"),
+    (["prepare", "cifar10", "--from", "{tmp}"], "argument --from: {tmp} is a directory"),
+    (["prepare", "cifar10", "--from", "{tmp}/file"], "argument --from: {tmp}/file is not a"),
+    (["prepare", "brown_corpus", "--data-dir", "{tmp}/file"], "argument --data-dir: {tmp}/file"),
+    (["list", "--data-dir", "{tmp}/file/below"], "argument --data-dir: {tmp}/file/below"),
+    (["list", "--bogus"], "unrecognized arguments: --bogus"),
+    ([], "required: COMMAND"),
+])
+def test_cli_bad_input_exits_2_with_one_line_naming_it(tmp_path, capsys, argv, named):
+  (tmp_path / "file").write_text("not data")
+  argv = [arg.format(tmp=tmp_path) for arg in argv]
+  status, out, err = run_cli(capsys, *argv)
+  assert status == 2 and out == ""
+  assert len(err.strip().splitlines()) == 1 and named.format(tmp=tmp_path) in err
+  assert not (tmp_path / "file").is_dir() and list(tmp_path.iterdir()) == [tmp_path / "file"]
+
+
+def help_entries(text):
+  """``{invocation: help}`` of every argument in an argparse help text."""
+  entries, current = {}, None
+  for line in text.splitlines():
+    if not line.startswith("  "):
+      current = None  # a section title or the description
+      continue
+    if current is None or len(line) - len(line.lstrip()) <= 4:
+      invocation, _, help_text = line.strip().partition("  ")
+      current = invocation
+      entries[current] = help_text.strip()
+    else:
+      entries[current] = (entries[current] + " " + line.strip()).strip()
+  return entries
+
+
+@pytest.mark.parametrize("command", [[], ["list"], ["prepare"], ["tasks"]])
+def test_cli_help_describes_every_argument_with_at_most_one_default(capsys, command):
+  status, out, _ = run_cli(capsys, *command, "--help")
+  assert status == 0
+  entries = help_entries(out[out.index("\n\n", out.index("usage:")):])
+  expected = {"list": ["--data-dir DATA_DIR"], "prepare": ["NAME", "--from PATH",
+                                                          "--data-dir DATA_DIR"]}
+  assert set(expected.get(" ".join(command), [])) <= set(entries)
+  for invocation, help_text in entries.items():
+    assert help_text, f"{invocation} has no help"
+    assert help_text.count("default") <= 1, f"{invocation}: {help_text}"
+  if "--data-dir DATA_DIR" in entries:
+    assert f"(default: {data.default_data_dir()})" in entries["--data-dir DATA_DIR"]
 
 
 def test_byte_tokenizer_round_trip_and_sequence_layout():
@@ -204,6 +322,7 @@ def test_shipped_sentencepiece_model():
   assert tokenizer.decode(ids) == sentence
 
 
+@pytest.mark.slow
 def test_other_sentencepiece_sizes_are_trained_once_and_cached(tmp_path):
   tokenizer = tokenizers.sentencepiece_tokenizer(1_000, cache_dir=tmp_path)
   assert tokenizer.vocab_size == 1_000

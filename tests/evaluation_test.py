@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from unf_lopt.evaluate import evaluation, plots
+from unf_lopt.evaluate import evaluation
+from unf_lopt.evaluate.commands import evaluate as evaluate_command
+from unf_lopt.evaluate.commands import plot as plot_command
 from unf_lopt.meta_train.trainer import MetaTrainConfig, MetaTrainer
 
 
@@ -18,7 +20,7 @@ def evaluated(tmp_path_factory):
                            trunc_length=4, horizon=8)
   MetaTrainer(config, root / "unf_run", quiet=True).run()
   out = root / "eval"
-  code = evaluation.main(["--task", "tiny_mlp", "--optimizers", f"{root / 'unf_run'},adam",
+  code = evaluate_command.main(["--task", "tiny_mlp", "--optimizers", f"{root / 'unf_run'},adam",
                           "--steps", "60", "--seeds", "3", "--eval-every", "25",
                           "--final-window", "10", "--out", str(out), "--quiet"])
   assert code == 0
@@ -30,6 +32,7 @@ def read(path):
     return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_evaluation_files_and_columns(evaluated):
   _, out = evaluated
   curves = read(out / "curves.csv")
@@ -43,6 +46,7 @@ def test_evaluation_files_and_columns(evaluated):
   assert config["labels"] == ["unf_run", "adam"]
 
 
+@pytest.mark.slow
 def test_summary_is_recomputed_from_the_csv(evaluated):
   _, out = evaluated
   curves, test = read(out / "curves.csv"), read(out / "test.csv")
@@ -71,25 +75,34 @@ def test_moving_average_matches_a_loop():
   np.testing.assert_allclose(evaluation.moving_average(values, 5), expected)
 
 
+@pytest.mark.slow
 def test_plots_are_valid_images(evaluated, tmp_path):
   root, out = evaluated
-  assert plots.main([str(out)]) == 0
+  assert plot_command.main([str(out)]) == 0
   png = (out / "training_curves.png").read_bytes()
   assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
   assert (out / "training_curves.pdf").read_bytes()[:4] == b"%PDF"
-  assert plots.main(["--compare", str(out), str(out), "--out", str(tmp_path / "both")]) == 0
+  assert plot_command.main(["--compare", str(out), str(out), "--out", str(tmp_path / "both")]) == 0
   assert (tmp_path / "both.png").stat().st_size > 20_000
-  assert plots.main(["--meta", str(root / "unf_run"), "--out", str(tmp_path / "meta")]) == 0
+  assert plot_command.main(["--meta", str(root / "unf_run"), "--out", str(tmp_path / "meta")]) == 0
   assert (tmp_path / "meta.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_bad_optimizer_entries_fail_before_compute(evaluated, tmp_path, capsys):
   root, _ = evaluated
-  assert evaluation.main(["--task", "tiny_mlp", "--optimizers", str(tmp_path / "nothing"),
-                          "--out", str(tmp_path / "e"), "--quiet"]) == 2
-  assert "not an unf-lopt checkpoint" in capsys.readouterr().err
+
+  def error_of(argv):
+    with pytest.raises(SystemExit) as exit:
+      evaluate_command.main(argv)
+    assert exit.value.code == 2
+    return capsys.readouterr().err
+
+  assert "not an unf-lopt checkpoint" in error_of(
+      ["--task", "tiny_mlp", "--optimizers", str(tmp_path / "nothing"),
+       "--out", str(tmp_path / "e"), "--quiet"])
   # A UNF optimizer trained on a 2-layer MLP does not fit the CNN's weight space.
-  assert evaluation.main(["--task", "tiny_cnn", "--optimizers", str(root / "unf_run"),
-                          "--out", str(tmp_path / "e"), "--quiet"]) == 2
-  assert "another structure" in capsys.readouterr().err
+  assert "another structure" in error_of(
+      ["--task", "tiny_cnn", "--optimizers", str(root / "unf_run"),
+       "--out", str(tmp_path / "e"), "--quiet"])
   assert not (tmp_path / "e").exists()

@@ -9,7 +9,8 @@ from jax.flatten_util import ravel_pytree
 import reference
 import unf_lopt as U
 import weight_spaces
-from unf_lopt import basis, layers
+from unf_lopt import basis
+from unf_lopt.layers import engine
 from unf_lopt.permutations import permute, sample_permutations
 from unf_lopt.spec import tensor_infos
 
@@ -148,7 +149,8 @@ def test_parameter_counts_match_the_paper():
   params, spec = weight_spaces.mlp((64, 32, 10))
   features = random_features(params, channels=32)
   assert count_params(U.UNFLinear(1).init(jax.random.PRNGKey(0), features, spec)) == 1028
-  assert count_params(U.DeepSetLinear(32).init(jax.random.PRNGKey(0), features, spec)) == 32 * 32 + 32
+  deepset = U.DeepSetLinear(32).init(jax.random.PRNGKey(0), features, spec)
+  assert count_params(deepset) == 32 * 32 + 32
   cnn_params = weight_spaces.zeros_from_shapes({
       "Conv_0": {"kernel": (3, 3, 3, 16), "bias": (16,)},
       "Conv_1": {"kernel": (3, 3, 16, 32), "bias": (32,)},
@@ -178,18 +180,18 @@ def test_matrix_vector_pooling_agrees_with_native_reductions(monkeypatch, order)
   layer = U.UNFLinear(2, order=order)
   variables = layer.init(jax.random.PRNGKey(0), features, spec)
   native = layer.apply(variables, features, spec)
-  monkeypatch.setattr(layers, "_LONG_INNER_BLOCK", 1)  # every leading pool as a matvec
+  monkeypatch.setattr(engine, "LONG_INNER_BLOCK", 1)  # every leading pool as a matvec
   assert max_difference(layer.apply(variables, features, spec), native) < 1e-5
 
 
-def test_vmap_over_a_batch_of_weight_spaces():
+@pytest.mark.parametrize("layer", [U.UNFLinear(4), U.DeepSetLinear(4)], ids=["unf", "deepset"])
+def test_vmap_over_a_batch_of_weight_spaces(layer):
   params, spec = weight_spaces.rnn()
   batch = jax.tree.map(lambda a: jnp.stack([a, a + 1.0]), random_features(params, channels=2))
-  for layer in (U.UNFLinear(4), U.DeepSetLinear(4)):
-    variables = layer.init(jax.random.PRNGKey(0), jax.tree.map(lambda a: a[0], batch), spec)
-    batched = jax.jit(jax.vmap(lambda x: layer.apply(variables, x, spec)))(batch)
-    one = layer.apply(variables, jax.tree.map(lambda a: a[1], batch), spec)
-    assert max_difference(jax.tree.map(lambda a: a[1], batched), one) < 1e-5
+  variables = layer.init(jax.random.PRNGKey(0), jax.tree.map(lambda a: a[0], batch), spec)
+  batched = jax.jit(jax.vmap(lambda x: layer.apply(variables, x, spec)))(batch)
+  one = layer.apply(variables, jax.tree.map(lambda a: a[1], batch), spec)
+  assert max_difference(jax.tree.map(lambda a: a[1], batched), one) < 1e-5
 
 
 @pytest.mark.parametrize("layer", [U.UNFLinear(2), U.DeepSetLinear(2), U.NFNLinear(2)],

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 
-from unf_lopt.meta_train.trainer import RESUMABLE_KEYS, MetaTrainConfig
+from unf_lopt.meta_train.config import RESUMABLE_KEYS, MetaTrainConfig
 
 
 def run_python(code: str) -> dict:
@@ -22,10 +22,13 @@ def run_python(code: str) -> dict:
 def test_core_modules_do_not_import_the_integration():
   found = run_python("""
       import json, sys
-      import unf_lopt, unf_lopt.tasks, unf_lopt.meta_train.trainer, unf_lopt.meta_train.cli, unf_lopt.evaluate.evaluation
+      import unf_lopt, unf_lopt.tasks, unf_lopt.meta_train.backends, unf_lopt.meta_train.cli
+      import unf_lopt.evaluate.commands.evaluate
       print(json.dumps(sorted(m for m in sys.modules
                               if m.startswith(("learned_optimization", "unf_lopt.integrations.",
-                                               "unf_lopt.meta_train.lo_backend", "haiku", "tensorflow")))))
+                                               "unf_lopt.meta_train.lo_backend",
+                                               "unf_lopt.tasks.lo_tasks", "haiku", "tensorflow",
+                                               "tensorboardX")))))
   """)
   assert found == []
 
@@ -36,7 +39,7 @@ def test_missing_learned_optimization_is_explained():
       import contextlib, io, json, sys
       sys.modules["learned_optimization"] = None
       from unf_lopt import tasks
-      from unf_lopt.evaluate import evaluation
+      from unf_lopt.evaluate.commands import evaluate
       from unf_lopt.meta_train import cli
       try:
         tasks.get_task("lo:quadratic")
@@ -45,12 +48,17 @@ def test_missing_learned_optimization_is_explained():
         task_error = str(error)
       codes, messages = [], []
       for main, argv in [
-          (cli.main, ["--task", "tiny_mlp", "--backend", "learned_optimization", "--out", "/nonexistent/x"]),
-          (evaluation.main, ["--task", "tiny_mlp", "--optimizers", "lo:mlp_lopt", "--out", "/nonexistent/y"]),
+          (cli.main, ["--task", "tiny_mlp", "--backend", "learned_optimization",
+                      "--out", "/nonexistent/x"]),
+          (evaluate.main, ["--task", "tiny_mlp", "--optimizers", "lo:mlp_lopt",
+                           "--out", "/nonexistent/y"]),
       ]:
         stderr = io.StringIO()
         with contextlib.redirect_stderr(stderr):
-          codes.append(main(argv))
+          try:
+            codes.append(main(argv))
+          except SystemExit as exit:  # the commands exit 2 on bad input
+            codes.append(exit.code)
         messages.append(stderr.getvalue())
       print(json.dumps({"task_error": task_error, "codes": codes, "messages": messages}))
   """)

@@ -54,6 +54,7 @@ for root in ("unf_lopt", "unf_lopt.tasks", "unf_lopt.meta_train", "unf_lopt.eval
   for module in pkgutil.walk_packages(package.__path__, root + "."):
     if module.name in seen or module.name.startswith(("unf_lopt.integrations.",
                                                       "unf_lopt.meta_train.lo_backend",
+                                                      "unf_lopt.tasks.lo_tasks",
                                                       "unf_lopt.evaluate.benchmarks.bench_vs_learned_optimization")):
       continue  # these need the optional learned_optimization (tests_lo covers them)
     seen.add(module.name)
@@ -61,7 +62,8 @@ for root in ("unf_lopt", "unf_lopt.tasks", "unf_lopt.meta_train", "unf_lopt.eval
       importlib.import_module(module.name)
     except Exception as error:  # reported below, with the module's name
       failures[module.name] = repr(error)
-stray = sorted(name for name in sys.modules if name.split(".")[0] in ("tasks", "meta_train", "evaluate"))
+stray = sorted(name for name in sys.modules
+               if name.split(".")[0] in ("tasks", "meta_train", "evaluate"))
 print(json.dumps({"failures": failures, "stray": stray, "count": len(seen)}))
 """
   result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,

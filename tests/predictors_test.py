@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from unf_lopt.evaluate.experiments import predictors
+from unf_lopt.evaluate.experiments import fitting, predictors
 from unf_lopt.tasks.zoo import addition
 from unf_lopt.permutations import permute, sample_permutations
 
@@ -41,14 +41,15 @@ def test_kendall_tau_matches_scipy():
   for size in (5, 50, 300):
     x = rng.normal(size=size)
     y = 0.5 * x + rng.normal(size=size)
-    assert predictors.kendall_tau(x, y) == pytest.approx(scipy.stats.kendalltau(x, y)[0], abs=1e-12)
+    assert fitting.kendall_tau(x, y) == pytest.approx(scipy.stats.kendalltau(x, y)[0], abs=1e-12)
     ties_x, ties_y = np.round(x), rng.integers(0, 3, size)  # tau-b with ties
-    assert predictors.kendall_tau(ties_x, ties_y) == pytest.approx(
+    assert fitting.kendall_tau(ties_x, ties_y) == pytest.approx(
         scipy.stats.kendalltau(ties_x, ties_y)[0], abs=1e-12)
   with pytest.raises(ValueError):
-    predictors.kendall_tau(np.zeros(3), np.zeros(4))
+    fitting.kendall_tau(np.zeros(3), np.zeros(4))
 
 
+@pytest.mark.slow
 def test_fit_predictor_learns_a_weight_statistic_and_stops_early():
   # Targets that are a known function of the weights: a sigmoid of the head's mean.
   stacked = jax.vmap(lambda seed: zoo_model_params(seed))(np.arange(120))
@@ -64,8 +65,9 @@ def test_fit_predictor_learns_a_weight_statistic_and_stops_early():
   assert result["history"][result["best_epoch"] - 1]["valid_loss"] == best
 
 
+@pytest.mark.slow
 def test_predict_generalization_command_on_a_synthetic_zoo(tmp_path, capsys):
-  from unf_lopt.evaluate.experiments import predict_generalization  # pylint: disable=g-import-not-at-top
+  from unf_lopt.evaluate.commands import predict_generalization  # pylint: disable=g-import-not-at-top
   stacked = jax.vmap(lambda seed: zoo_model_params(seed))(np.arange(30))
   flat = {f"params/{'/'.join(str(k.key) for k in path)}": np.asarray(leaf)
           for path, leaf in jax.tree_util.tree_leaves_with_path(stacked)}
@@ -81,5 +83,18 @@ def test_predict_generalization_command_on_a_synthetic_zoo(tmp_path, capsys):
   import json  # pylint: disable=g-import-not-at-top
   result = json.loads((tmp_path / "out" / "result.json").read_text())
   assert len(result["taus"]) == 2 and result["mean"] == pytest.approx(np.mean(result["taus"]))
-  assert predict_generalization.main(["--zoo", str(tmp_path / "none.npz"),
-                                      "--predictor", "unf"]) == 2
+  with pytest.raises(SystemExit) as exit:
+    predict_generalization.main(["--zoo", str(tmp_path / "none.npz"), "--predictor", "unf"])
+  assert exit.value.code == 2
+
+
+def test_fit_refuses_splits_it_cannot_train_on():
+  weights = {"w": np.zeros((6, 2), np.float32)}
+  net = predictors.FlatMLP((4,))
+  with pytest.raises(ValueError, match="every split needs networks"):
+    fitting.fit(net, weights, np.zeros(6), np.zeros(6, int), fitting.binary_objective())
+  with pytest.raises(ValueError, match="batch_size <= 2 training networks"):
+    fitting.fit(net, weights, np.zeros(6), np.asarray([0, 0, 1, 1, 2, 2]),
+                fitting.binary_objective(), batch_size=3)
+  with pytest.raises(ValueError, match="disagree"):
+    fitting.fit(net, weights, np.zeros(5), np.asarray([0, 0, 1, 1, 2]), fitting.binary_objective())

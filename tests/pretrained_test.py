@@ -1,18 +1,38 @@
 """The optimizers shipped in the package load and train their task with finite updates."""
 
+import importlib
+
 import jax
 import numpy as np
 import pytest
 
-from unf_lopt import tasks
 import unf_lopt as U
+from unf_lopt import tasks
 from unf_lopt.evaluate import evaluation
+
+# `unf_lopt.pretrained` is also the name of a function in unf_lopt's namespace.
+pretrained_module = importlib.import_module("unf_lopt.pretrained")
 
 SHIPPED = ("unf_mlp_fmnist", "deepset_mlp_fmnist", "nfn_mlp_fmnist", "sgdm_mlp_fmnist")
 
 
-def test_the_reproduction_optimizers_are_shipped():
-  assert set(SHIPPED) <= set(U.available_pretrained())
+def test_exactly_the_reproduction_optimizers_are_listed_and_each_loads():
+  assert U.available_pretrained() == sorted(SHIPPED)
+  for name in SHIPPED:
+    lopt, meta = U.pretrained(name)
+    assert lopt.update_net == name.split("_")[0] and meta["log_alpha"].shape == ()
+
+
+def test_only_folders_with_an_optimizer_config_are_listed(tmp_path, monkeypatch):
+  for name in ("b_opt", "a_opt", "notes"):
+    (tmp_path / name).mkdir()
+  for name in ("b_opt", "a_opt"):
+    (tmp_path / name / "optimizer.json").write_text("{}")
+  (tmp_path / "notes" / "README.md").write_text("not an optimizer")
+  monkeypatch.setattr(pretrained_module, "SHIPPED", tmp_path)
+  assert U.available_pretrained() == ["a_opt", "b_opt"]
+  monkeypatch.setattr(pretrained_module, "SHIPPED", tmp_path / "missing")
+  assert U.available_pretrained() == []
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -26,7 +26,8 @@ def test_wrong_rank_names_the_tensor():
 def test_inconsistent_sizes_name_both_tensors_and_axes():
   params, spec = weight_spaces.mlp((5, 4, 3))
   spec["Dense_1"]["bias"] = ("n1",)  # n1 has size 4, this bias has 3 entries
-  with pytest.raises(U.SpecError, match=r"'n1'.*'Dense_1/bias' axis 0 has size 3 but 'Dense_0/bias' axis 0 has size 4"):
+  message = r"'n1'.*'Dense_1/bias' axis 0 has size 3 but 'Dense_0/bias' axis 0 has size 4"
+  with pytest.raises(U.SpecError, match=message):
     U.validate_spec(spec, params)
 
 

@@ -29,12 +29,18 @@ def random_batch(task, seed=0):
 
 
 def randomized_params(task, seed=0):
-  """Init params with every tensor perturbed, so no symmetry holds by accident (e.g. zero biases)."""
-  params = task.init(jax.random.PRNGKey(seed))
-  leaves, treedef = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
-  return jax.tree.unflatten(treedef, [leaf + 0.1 * jax.random.normal(key, leaf.shape)
-                                      for leaf, key in zip(leaves, keys)])
+  """Random params of the task's shapes, so no symmetry holds by accident (e.g. zero biases).
+
+  The shapes come from `jax.eval_shape` and the values from numpy: an eager flax init
+  compiles every operation it runs and takes seconds per task.
+  """
+  rng = np.random.default_rng(seed)
+
+  def draw(leaf):
+    fan_in = max(1, leaf.size // leaf.shape[-1]) if leaf.ndim >= 2 else 1
+    return (rng.normal(size=leaf.shape) / np.sqrt(fan_in)).astype(np.float32)
+
+  return jax.tree.map(draw, jax.eval_shape(task.init, jax.random.PRNGKey(0)))
 
 
 @pytest.mark.parametrize("name", ALL_TASKS)
@@ -45,50 +51,58 @@ def test_spec_is_a_true_symmetry_of_the_loss_on_hidden_axes(name):
   sizes = U.validate_spec(spec, params)
   assert task.io_axes <= set(sizes), (task.io_axes, sizes)
   batch = random_batch(task)
-  loss = float(task.loss(params, batch))
+  loss_fn = jax.jit(task.loss)  # one compilation instead of one per operation
+  loss = float(loss_fn(params, batch))
   rng = np.random.default_rng(0)
   for _ in range(2):
     perms = sample_permutations(rng, spec, params)
     hidden = {axis: p for axis, p in perms.items() if axis not in task.io_axes}
     assert any((p != np.arange(len(p))).any() for p in hidden.values())
     permuted = permute(params, spec, hidden)
-    assert float(task.loss(permuted, batch)) == pytest.approx(loss, rel=1e-5, abs=1e-6)
+    assert float(loss_fn(permuted, batch)) == pytest.approx(loss, rel=1e-5, abs=1e-6)
   # The io axes index the data: permuting one without relabelling the data is
   # not a symmetry, so the check above could fail.
   io_axis = sorted(task.io_axes)[0]
   shuffled = permute(params, spec, {io_axis: np.roll(np.arange(sizes[io_axis]), 1)})
-  assert abs(float(task.loss(shuffled, batch)) - loss) > 1e-4
+  assert abs(float(loss_fn(shuffled, batch)) - loss) > 1e-4
+
+
+def shapes_of(task):
+  """The task's parameter shapes, traced without running (eager flax init takes seconds)."""
+  return jax.tree.map(lambda leaf: leaf.shape, jax.eval_shape(task.init, jax.random.PRNGKey(0)))
 
 
 def test_paper_architectures():
-  count = models.count_params
-  mlp = tasks.get_task("mlp_fmnist")
-  params = mlp.init(jax.random.PRNGKey(0))
-  assert jax.tree.map(jnp.shape, params) == {
-      "Dense_0": {"kernel": (64, 32), "bias": (32,)}, "Dense_1": {"kernel": (32, 10), "bias": (10,)}}
-  cnn = tasks.get_task("cnn_cifar10")
-  params = cnn.init(jax.random.PRNGKey(0))
-  assert params["Conv_0"]["kernel"].shape == (3, 3, 3, 16)
-  assert params["Conv_1"]["kernel"].shape == (3, 3, 16, 32)
-  assert params["Dense_0"]["kernel"].shape == (32, 10)
-  assert cnn.dummy_batch()["image"].shape == (128, 16, 16, 3)
+  mlp = shapes_of(tasks.get_task("mlp_fmnist"))
+  assert mlp == {"Dense_0": {"kernel": (64, 32), "bias": (32,)},
+                 "Dense_1": {"kernel": (32, 10), "bias": (10,)}}
+  cnn_task = tasks.get_task("cnn_cifar10")
+  cnn = shapes_of(cnn_task)
+  assert cnn["Conv_0"]["kernel"] == (3, 3, 3, 16)
+  assert cnn["Conv_1"]["kernel"] == (3, 3, 16, 32)
+  assert cnn["Dense_0"]["kernel"] == (32, 10)
+  assert cnn_task.dummy_batch()["image"].shape == (128, 16, 16, 3)
   assert tasks.get_task("cnn_cifar10", image_size=8).dummy_batch()["image"].shape == (128, 8, 8, 3)
+  transformer_task = tasks.get_task("transformer_lm1b")
+  transformer = shapes_of(transformer_task)
+  attention = transformer["Block_0"]["MultiHeadDotProductAttention_0"]
+  assert attention["query"]["kernel"] == (32, 4, 32)
+  assert attention["out"]["kernel"] == (4, 32, 32)
+  assert transformer["Block_1"]["Dense_0"]["kernel"] == (32, 128)
+  assert transformer["Embed_0"]["embedding"] == (32_000, 32)
+  assert transformer["Dense_0"]["kernel"] == (32, 32_000)
+  assert "LayerNorm_0" in transformer and "Block_2" not in transformer
+  assert transformer_task.dummy_batch()["tokens"].shape == (8, 9)
+
+
+def test_paper_rnn_architecture_and_initialisation():
   rnn = tasks.get_task("rnn_lm1b")
-  params = rnn.init(jax.random.PRNGKey(0))
-  assert count(params) == 259 * 32 + (32 * 64 + 64) + (64 * 64 + 64) + 64 + (64 * 259 + 259)
+  params = jax.jit(rnn.init)(jax.random.PRNGKey(0))
+  assert models.count_params(params) == (
+      259 * 32 + (32 * 64 + 64) + (64 * 64 + 64) + 64 + (64 * 259 + 259))
   np.testing.assert_array_equal(params["rnn"]["cell"]["recurrent"]["kernel"], np.eye(64))
   np.testing.assert_array_equal(params["rnn"]["initial_state"], np.zeros((1, 64)))
   assert rnn.dummy_batch()["tokens"].shape == (64, 17)
-  transformer = tasks.get_task("transformer_lm1b")
-  params = transformer.init(jax.random.PRNGKey(0))
-  attention = params["Block_0"]["MultiHeadDotProductAttention_0"]
-  assert attention["query"]["kernel"].shape == (32, 4, 32)
-  assert attention["out"]["kernel"].shape == (4, 32, 32)
-  assert params["Block_1"]["Dense_0"]["kernel"].shape == (32, 128)
-  assert params["Embed_0"]["embedding"].shape == (32_000, 32)
-  assert params["Dense_0"]["kernel"].shape == (32, 32_000)
-  assert "LayerNorm_0" in params and "Block_2" not in params
-  assert transformer.dummy_batch()["tokens"].shape == (8, 9)
 
 
 def test_rnn_matches_a_hand_written_recurrence():
@@ -100,8 +114,9 @@ def test_rnn_matches_a_hand_written_recurrence():
   state = np.broadcast_to(p["rnn"]["initial_state"], (tokens.shape[0], 16))
   for t in range(tokens.shape[1]):
     x = p["embed"]["embedding"][tokens[:, t]]
+    recurrent = p["rnn"]["cell"]["recurrent"]
     pre = (x @ p["rnn"]["input"]["kernel"] + p["rnn"]["input"]["bias"]
-           + state @ p["rnn"]["cell"]["recurrent"]["kernel"] + p["rnn"]["cell"]["recurrent"]["bias"])
+           + state @ recurrent["kernel"] + recurrent["bias"])
     state = np.maximum(pre, 0.0)
     expected = state @ p["head"]["kernel"] + p["head"]["bias"]
     np.testing.assert_allclose(logits[:, t], expected, rtol=1e-5, atol=1e-5)
@@ -206,7 +221,7 @@ def test_batches_are_deterministic_per_seed_and_cover_an_epoch():
 @pytest.mark.parametrize("name", ["tiny_mlp", "tiny_rnn"])
 def test_adam_lowers_the_loss_of_a_tiny_task(name):
   task = tasks.get_task(name)
-  params = task.init(jax.random.PRNGKey(0))
+  params = jax.jit(task.init)(jax.random.PRNGKey(0))  # the real init: training depends on it
   optimizer = optax.adam(1e-2)
   state = optimizer.init(params)
 
@@ -228,12 +243,13 @@ def test_rnn_spec_reproduces_the_paper_unf_count():
   task = tasks.get_task("rnn_lm1b")
   params = jax.eval_shape(task.init, jax.random.PRNGKey(0))
   lopt = U.NominalLOpt("unf", spec=task.spec(params), params_like=params)
-  assert models.count_params(lopt.init(jax.random.PRNGKey(0))) == 8_043
+  assert models.count_params(jax.eval_shape(lopt.init, jax.random.PRNGKey(0))) == 8_043
 
 
 def test_task_family_instances_differ_by_seed_and_share_shapes():
   family = tasks.get_task_family("tiny_mlp")
-  a, b = (family.init(family.sample(jax.random.PRNGKey(seed))) for seed in (0, 1))
+  init = jax.jit(family.init)
+  a, b = (init(family.sample(jax.random.PRNGKey(seed))) for seed in (0, 1))
   assert jax.tree.map(jnp.shape, a) == jax.tree.map(jnp.shape, b)
   assert not np.allclose(a["Dense_0"]["kernel"], b["Dense_0"]["kernel"])
   assert family.task_fn(family.sample(jax.random.PRNGKey(0))) is family.task
@@ -246,7 +262,7 @@ def test_unknown_task_names_close_matches():
 
 def test_cifar10_without_data_says_how_to_prepare_and_names_the_stand_in(tmp_path):
   task = tasks.get_task("cnn_cifar10", data_dir=tmp_path)
-  task.init(jax.random.PRNGKey(0))  # init and spec need no data
+  task.spec(jax.eval_shape(task.init, jax.random.PRNGKey(0)))  # they need no data
   with pytest.raises(data.DatasetNotPreparedError) as error:
     next(task.datasets.train)
   message = str(error.value)

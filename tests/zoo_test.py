@@ -81,6 +81,7 @@ def test_hyperparameters_follow_the_paper_ranges():
   assert set(np.unique(batch_sizes)) == {64, 128, 256}
 
 
+@pytest.mark.slow
 def test_zoo_build_is_deterministic_resumable_and_independent_of_chunking(tmp_path):
   small = dict(hidden=4, embed_dim=3, train_steps=3, test_problems=8)
   first = generate.build(generate.ZooConfig.scaled(10, chunk_size=1, **small), tmp_path / "a",

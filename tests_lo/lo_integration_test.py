@@ -11,10 +11,12 @@ import pytest
 
 from unf_lopt import tasks
 import unf_lopt as U
-from unf_lopt.evaluate import evaluation
-from unf_lopt.meta_train import cli
-from unf_lopt.meta_train.trainer import MetaTrainConfig, make_trainer
+from unf_lopt.evaluate.commands import evaluate
 from unf_lopt.integrations import learned_optimization as L
+from unf_lopt.meta_train import cli
+from unf_lopt.meta_train.backends import make_trainer
+from unf_lopt.meta_train.config import MetaTrainConfig
+from unf_lopt.tasks import lo_tasks
 
 lo = L.lo
 
@@ -53,7 +55,7 @@ def test_adapted_optimizer_takes_the_same_steps_as_ours():
   state = ours.init(params, num_steps=4)
   lo_state = adapted.init(params, "model state", num_steps=4, key=jax.random.PRNGKey(1))
   for step in range(4):
-    grads = jax.tree.map(lambda p: jnp.sin(p + step), params)
+    grads = jax.tree.map(lambda p, step=step: jnp.sin(p + step), params)
     state = ours.update(state, grads, loss=jnp.float32(1.0))
     lo_state = adapted.update(lo_state, grads, loss=jnp.float32(1.0), model_state="new state")
   np.testing.assert_array_equal(flat(adapted.get_params(lo_state)), flat(ours.get_params(state)))
@@ -144,7 +146,7 @@ def test_unf_meta_trains_under_lo_pes_on_the_quadratic_family():
 
 def test_unf_meta_trains_under_lo_pes_on_tiny_mlp():
   task = tasks.get_task("tiny_mlp")
-  family = L.as_lo_task_family(task)
+  family = lo_tasks.as_lo_task_family(task)
   lo_task = family.task_fn(family.sample(jax.random.PRNGKey(0)))
   # The wrapped task's data and loss are ours.
   batch = next(family.datasets.train)
@@ -179,6 +181,30 @@ def test_backend_learned_optimization_writes_our_outputs(tmp_path):
   # No resuming with this backend: an existing run is refused before any compute.
   with pytest.raises(ValueError, match="cannot resume"):
     make_trainer(config, tmp_path / "run", quiet=True)
+
+
+def test_backend_learned_optimization_shares_the_ctrl_c_handling(tmp_path, monkeypatch):
+  from unf_lopt.meta_train import lo_backend, outer_loop  # pylint: disable=g-import-not-at-top
+  original = lo_backend.LOMetaTrainer.step
+
+  def step(self, state, outer_step):
+    if outer_step == 2:
+      raise KeyboardInterrupt
+    return original(self, state, outer_step)
+
+  monkeypatch.setattr(lo_backend.LOMetaTrainer, "step", step)
+  config = MetaTrainConfig(task="lo:quadratic", update_net="sgdm", outer_steps=5, num_runs=2,
+                           trunc_length=5, horizon=10, log_every=1, checkpoint_every=10,
+                           backend="learned_optimization")
+  trainer = make_trainer(config, tmp_path / "run", quiet=True)
+  with pytest.raises(outer_loop.TrainingInterrupted, match="this backend cannot resume"):
+    trainer.run()
+  # The meta-parameters of the last finished step, in our format; no training state.
+  _, saved = U.load_checkpoint(tmp_path / "run" / "checkpoints" / "step_0000002" / "optimizer")
+  np.testing.assert_array_equal(flat(saved), flat(trainer.meta_params(trainer.state)))
+  steps = [json.loads(line)["step"] for line in
+           (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  assert steps == [1, 2]
 
 
 # -- learned_optimization's tasks inside ours ----------------------------------
@@ -225,7 +251,7 @@ def test_our_meta_training_and_evaluation_accept_lo_tasks(tmp_path, capsys):
   lopt, meta = U.load_checkpoint(run / "optimizer")
   assert lopt.update_net == "unf" and np.all(np.isfinite(flat(meta)))
   out = tmp_path / "eval"
-  assert evaluation.main(["--task", "lo:quadratic", "--optimizers", f"{run},adam,lo:mlp_lopt",
+  assert evaluate.main(["--task", "lo:quadratic", "--optimizers", f"{run},adam,lo:mlp_lopt",
                           "--steps", "30", "--seeds", "2", "--eval-every", "10",
                           "--final-window", "5", "--out", str(out), "--quiet"]) == 0
   summary = json.loads((out / "summary.json").read_text())
@@ -234,15 +260,18 @@ def test_our_meta_training_and_evaluation_accept_lo_tasks(tmp_path, capsys):
   assert "lo:mlp_lopt" in capsys.readouterr().out
 
 
-def test_cli_backend_on_an_lo_family(tmp_path):
+def test_cli_backend_on_an_lo_family(tmp_path, capsys):
   run = tmp_path / "lo_family"
   assert cli.main(["--task", "lo:quadratic_family", "--update-net", "sgdm", "--backend",
                    "learned_optimization", "--outer-steps", "2", "--num-runs", "4",
                    "--trunc-length", "5", "--horizon", "10", "--quiet", "--out", str(run)]) == 0
   _, meta = U.load_checkpoint(run / "optimizer")
   assert sorted(meta) == ["log_alpha", "logit_g0"] and np.all(np.isfinite(flat(meta)))
-  assert cli.main(["--task", "lo:quadratic", "--backend", "learned_optimization",
-                   "--meta-loss", "final", "--out", str(tmp_path / "x")]) == 2
+  with pytest.raises(SystemExit) as exit:  # bad input exits 2 before any compute
+    cli.main(["--task", "lo:quadratic", "--backend", "learned_optimization",
+              "--meta-loss", "final", "--out", str(tmp_path / "x")])
+  assert exit.value.code == 2 and "--meta-loss final needs" in capsys.readouterr().err
+  assert not (tmp_path / "x").exists()
 
 
 # -- learned_optimization's learned optimizers inside unf-evaluate --------------
@@ -274,7 +303,7 @@ def test_mlp_lopt_runs_inside_unf_evaluate(tmp_path):
   checkpoint = lo.gradient_learner.ParameterCheckpoint(params=trained_meta, gen_id="g", step=7)
   (tmp_path / "theta").write_bytes(flax.serialization.to_bytes(checkpoint))
   out = tmp_path / "eval"
-  code = evaluation.main(["--task", "tiny_mlp", "--optimizers",
+  code = evaluate.main(["--task", "tiny_mlp", "--optimizers",
                           f"lo:mlp_lopt,lo:mlp_lopt@{tmp_path / 'theta'},adam",
                           "--steps", str(steps), "--seeds", "2", "--eval-every", "25",
                           "--final-window", "5", "--out", str(out), "--quiet"])
@@ -293,10 +322,12 @@ def test_mlp_lopt_runs_inside_unf_evaluate(tmp_path):
 
 
 def test_bad_lo_optimizer_entries_are_reported(tmp_path, capsys):
-  common = ["--task", "tiny_mlp", "--steps", "2", "--seeds", "1", "--out", str(tmp_path),
-            "--quiet"]
-  assert evaluation.main(["--optimizers", "lo:no_such_lopt", *common]) == 2
-  assert "mlp_lopt" in capsys.readouterr().err
+  common = ["--task", "tiny_mlp", "--steps", "2", "--final-window", "1", "--seeds", "1",
+            "--out", str(tmp_path), "--quiet"]
+  with pytest.raises(SystemExit) as exit:
+    evaluate.main(["--optimizers", "lo:no_such_lopt", *common])
+  assert exit.value.code == 2 and "mlp_lopt" in capsys.readouterr().err
   (tmp_path / "junk").write_bytes(b"not msgpack")
-  assert evaluation.main(["--optimizers", f"lo:mlp_lopt@{tmp_path / 'junk'}", *common]) == 2
-  assert "does not hold meta-parameters" in capsys.readouterr().err
+  with pytest.raises(SystemExit) as exit:
+    evaluate.main(["--optimizers", f"lo:mlp_lopt@{tmp_path / 'junk'}", *common])
+  assert exit.value.code == 2 and "does not hold meta-parameters" in capsys.readouterr().err

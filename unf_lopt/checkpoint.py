@@ -8,10 +8,11 @@ A checkpoint is a directory holding
 * ``meta_params.msgpack``: the meta-parameters (``flax.serialization``'s
   msgpack encoding of plain arrays, which cannot run code when read).
 
-It is written to a temporary sibling directory and renamed into place, so a
-crash mid-write leaves the previous checkpoint intact. Loading checks the tag,
-the version and the checksum, and raises :class:`CheckpointError` naming the
-file for anything truncated, corrupted or foreign.
+It is written to a staging sibling directory, fsynced and renamed into place
+(:func:`unf_lopt.atomic.atomic_directory`), so a crash mid-write leaves the
+previous checkpoint intact. Loading checks the tag, the version and the
+checksum, and raises :class:`CheckpointError` naming the file for anything
+truncated, corrupted or foreign.
 
 Example:
   >>> import tempfile, jax, unf_lopt
@@ -25,13 +26,10 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +38,7 @@ import flax.serialization
 import jax
 import numpy as np
 
+from unf_lopt.atomic import atomic_directory
 from unf_lopt.optimizer import NominalLOpt
 
 PyTree = Any
@@ -100,36 +99,6 @@ def save_checkpoint(path: str | os.PathLike, lopt: NominalLOpt, meta_params: PyT
   with atomic_directory(path) as staging:
     (staging / PARAMS_FILE).write_bytes(payload)
     (staging / CONFIG_FILE).write_text(text)
-
-
-@contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
-  """Yields a hidden staging directory that replaces ``path`` when the block succeeds.
-
-  Files are fsynced before the rename; if the block raises, the staging
-  directory is removed and ``path`` is left as it was. Staging directories are
-  named ``.{name}.*`` beside ``path``.
-  """
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-  staging.chmod(0o755)  # mkdtemp makes it private; a checkpoint is an ordinary directory
-  try:
-    yield staging
-    for file in sorted(staging.rglob("*")):
-      if file.is_file():
-        with open(file, "rb") as handle:
-          os.fsync(handle.fileno())
-    retired = None
-    if path.exists():
-      retired = path.with_name(f".{path.name}.old-{os.getpid()}")
-      os.replace(path, retired)
-    os.replace(staging, path)
-    if retired is not None:
-      shutil.rmtree(retired, ignore_errors=True)
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[NominalLOpt, PyTree]:

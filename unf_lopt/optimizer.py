@@ -173,7 +173,8 @@ class NominalLOpt:
       Needed for ``unf`` and ``nfn``; others ignore it.
     params_like: the optimized parameters (or arrays of their shapes); needed
       by ``init`` for ``unf`` and ``nfn`` whose size depends on the weight space.
-    hidden, depth: the DeepSet trunk of the update network.
+    hidden: width of the update network's DeepSet trunk.
+    depth: number of DeepSet layers in the trunk, before the last layer.
   """
 
   def __init__(self, update_net: str = "unf", spec: PyTree | Callable | str | None = None,

@@ -162,7 +162,7 @@ def validate_spec(spec: PyTree, params: PyTree, *, trailing_dims: int = 0
     >>> validate_spec({"w": ("a", "a")}, {"w": np.zeros((2, 3))})
     Traceback (most recent call last):
     ...
-    unf_lopt.spec.SpecError: axis name 'a' has inconsistent sizes: 'w' axis 1 has size 3 but 'w' axis 0 has size 2
+    unf_lopt.spec.SpecError: axis name 'a' has inconsistent sizes: 'w' axis 1 has size 3 but ...
   """
   infos, _ = tensor_infos(spec, params, trailing_dims=trailing_dims)
   sizes: dict[AxisName, int] = {}

@@ -151,7 +151,8 @@ class _Linker:
         raise SpecError(
             f"infer_spec: cannot decide what feeds the inputs of {loose}: "
             f"{'no' if not pairs else 'several'} unconsumed outputs of matching size "
-            f"({', '.join(repr(p) for _, p in outputs) or 'none'}). The modules do not form a chain "
+            f"({', '.join(repr(p) for _, p in outputs) or 'none'}). "
+            "The modules do not form a chain "
             "(a reshape/flatten or a branch), or the dict is not in call order. Write the spec of "
             "these tensors by hand and pass it as overrides={path: axes}")
       (i, o), = pairs
@@ -307,7 +308,8 @@ def infer_spec(params: Mapping[str, Any], *, fixed_io: bool = False, tie_vocab: 
   linker = _Linker(params, conv_spatial, overrides or {})
   spec = linker.walk(params, "")
   if linker.overrides:
-    raise SpecError(f"infer_spec: overrides name paths that are not in params: {sorted(linker.overrides)}")
+    raise SpecError("infer_spec: overrides name paths that are not in params: "
+                    f"{sorted(linker.overrides)}")
   renames, network_inputs, network_outputs = linker.link_dangling_ends()
   if tie_vocab and len(linker.vocab_inputs) == 1 and len(network_outputs) == 1:
     vocab, (head,) = linker.vocab_inputs[0], network_outputs

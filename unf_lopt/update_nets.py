@@ -18,7 +18,12 @@ import jax
 from unf_lopt.layers import DeepSetLinear, NFNLinear, UNFLinear, pointwise
 
 PyTree = Any
-UPDATE_NETS = ("deepset", "unf", "nfn")
+# The one registry of update nets. UPDATE_NETS are the heads of UpdateNet, the
+# learned parts of NominalLOpt("unf"/"nfn"/"deepset"). Meta-training also
+# learns "sgdm", the nominal term alone (learned step size and momentum, no
+# network); "adam" (unf_lopt.optimizer.KINDS) has nothing to learn.
+UPDATE_NETS = ("unf", "nfn", "deepset")
+META_TRAINABLE = (*UPDATE_NETS, "sgdm")
 
 
 class UpdateNet(nn.Module):

@@ -1,4 +1,4 @@
-"""Benchmark: cost of a 32 -> 1 UNFLinear on the paper's four weight spaces.
+"""Benchmark: cost of a 32 -> 1 UNFLinear on the weight spaces of the paper's four tasks.
 
 For each spec it prints, from one run on one machine:
   * build + compile time of ``UNFLinear`` (plan, ``init`` and ``apply`` under jit),
@@ -9,8 +9,11 @@ For each spec it prints, from one run on one machine:
 and the ratios between them. Targets on a 2-core CPU: Transformer build+compile
 under 5 s; UNF forward within 3x of DeepSet on the MLP spec.
 
+The networks are the tasks' own (`weight_spaces`), with the tasks' specs.
+
 Usage:
-  python -m unf_lopt.evaluate.benchmarks.bench_layers [--repeats 200] [--specs mlp,cnn,rnn,transformer]
+  python -m unf_lopt.evaluate.benchmarks.bench_layers [--repeats 200] \\
+      [--specs mlp,cnn,rnn,transformer]
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import unf_lopt as U
-from unf_lopt.evaluate.paper_networks import weight_space
 from unf_lopt.evaluate.benchmarks.timing import best_time
+from unf_lopt.evaluate.benchmarks.weight_spaces import PAPER_TASKS, count_entries, weight_space
 from unf_lopt import basis
 from unf_lopt.spec import tensor_infos
 
@@ -40,13 +43,13 @@ def _term_matrix(out_shape, in_shape, term) -> np.ndarray:
   sizes = (*out_shape, *in_shape)
   matrix = np.ones(sizes, np.float32)
   for label in set(labels):
-    where = [p for p, l in enumerate(labels) if l == label]
+    where = [p for p, other in enumerate(labels) if other == label]
     for a, b in zip(where, where[1:]):
       shape = [1] * len(sizes)
       shape[a], shape[b] = sizes[a], sizes[b]
       matrix = matrix * np.eye(sizes[a], dtype=np.float32).reshape(shape)
   pooled = set(term.in_labels) - set(term.out_labels)
-  matrix /= math.prod(sizes[labels.index(l)] for l in pooled)
+  matrix /= math.prod(sizes[labels.index(label)] for label in pooled)
   return matrix.reshape(math.prod(out_shape), math.prod(in_shape))
 
 
@@ -78,7 +81,7 @@ def dense_reference(params, spec, variables):
 def bench(name: str, repeats: int) -> dict[str, float]:
   params, spec = weight_space(name)
   features = jax.tree.map(lambda a: jnp.ones((*a.shape, CHANNELS_IN)) * 0.1, params)
-  entries = sum(np.size(a) for a in jax.tree.leaves(params))
+  entries = count_entries(params)
   basis.compile_plan.cache_clear()
   unf = U.UNFLinear(1)
   start = time.perf_counter()
@@ -107,11 +110,14 @@ def bench(name: str, repeats: int) -> dict[str, float]:
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--repeats", type=int, default=200)
-  parser.add_argument("--specs", default="mlp,cnn,rnn,transformer")
+  parser.add_argument("--repeats", type=int, default=200, help="calls per timing round")
+  parser.add_argument("--specs", default=",".join(PAPER_TASKS),
+                      help="comma-separated weight spaces: mlp, cnn, rnn, transformer (the "
+                      "paper's tasks) or any registered task")
   args = parser.parse_args(argv)
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}; UNFLinear({CHANNELS_IN} -> 1)")
-  header = (f"{'spec':12s} {'entries':>9s} {'build+compile':>14s} {'UNF fwd':>10s} {'DeepSet fwd':>12s} "
+  header = (f"{'spec':12s} {'entries':>9s} {'build+compile':>14s} {'UNF fwd':>10s} "
+            f"{'DeepSet fwd':>12s} "
             f"{'UNF/DS':>7s} {'UNF/DS x' + str(BATCH):>10s} {'dense fwd':>10s} {'dense/UNF':>9s}")
   print(header)
   for name in args.specs.split(","):
@@ -121,7 +127,8 @@ def main(argv=None) -> None:
     dense = (f"{row['dense_us']:8.0f}us {row['dense_us'] / row['unf_us']:8.1f}x"
              if "dense_us" in row else f"{'-':>10s} {'-':>9s}")
     print(f"{name:12s} {row['entries']:9d} {row['build_s']:13.2f}s {row['unf_us']:8.0f}us "
-          f"{row['deepset_us']:10.0f}us {row['unf_us'] / row['deepset_us']:6.1f}x {batched} {dense}",
+          f"{row['deepset_us']:10.0f}us {row['unf_us'] / row['deepset_us']:6.1f}x {batched} "
+          f"{dense}",
           flush=True)
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ own process (on CPU, ``--xla_force_host_platform_device_count`` makes N
 virtual devices that share the machine's cores).
 
 Usage:
-  python -m unf_lopt.evaluate.benchmarks.bench_meta_train [--task mlp_fmnist] [--update-nets unf,nfn,deepset,sgdm]
-                                      [--devices 1,8] [--steps 5]
+  python -m unf_lopt.evaluate.benchmarks.bench_meta_train [--task mlp_fmnist]
+      [--update-nets unf,nfn,deepset,sgdm] [--devices 1,8] [--steps 5]
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def main(argv=None) -> None:
     if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS") == "cpu":
       env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
                           f" --xla_force_host_platform_device_count={count}").strip()
-    command = [sys.executable, "-m", "unf_lopt.evaluate.benchmarks.bench_meta_train", "--worker-devices", str(count),
+    command = [sys.executable, "-m", "unf_lopt.evaluate.benchmarks.bench_meta_train",
+               "--worker-devices", str(count),
                "--task", args.task, "--update-nets", args.update_nets,
                "--num-runs", str(args.num_runs), "--trunc-length", str(args.trunc_length),
                "--horizon", str(args.horizon), "--steps", str(args.steps)]
@@ -82,7 +83,8 @@ def main(argv=None) -> None:
         f"{'vs 1 device':>11s}")
   single = {r["update_net"]: r["outer_per_s"] for r in results if r["devices"] == 1}
   for r in results:
-    ratio = r["outer_per_s"] / single[r["update_net"]] if r["update_net"] in single else float("nan")
+    ratio = (r["outer_per_s"] / single[r["update_net"]] if r["update_net"] in single
+             else float("nan"))
     print(f"{r['update_net']:10s} {r['devices']:7d} {r['compile_s']:9.1f} {r['outer_per_s']:8.2f} "
           f"{r['inner_per_s']:9.0f} {ratio:10.2f}x")
 

@@ -24,9 +24,8 @@ import optax
 
 from unf_lopt import tasks
 from unf_lopt.evaluate.benchmarks.timing import best_time
+from unf_lopt.evaluate.benchmarks.weight_spaces import PAPER_TASKS
 from unf_lopt.tasks import data
-
-PAPER_TASKS = ("mlp_fmnist", "cnn_cifar10", "rnn_lm1b", "transformer_lm1b")
 
 
 def adam_step_seconds(task: tasks.Task, repeats: int) -> float:
@@ -65,8 +64,9 @@ def resolve(name: str) -> str:
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--tasks", default=",".join(PAPER_TASKS))
-  parser.add_argument("--repeats", type=int, default=50)
+  parser.add_argument("--tasks", default=",".join(PAPER_TASKS.values()),
+                      help="comma-separated registered tasks")
+  parser.add_argument("--repeats", type=int, default=50, help="steps or batches per timing round")
   args = parser.parse_args(argv)
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}")
   rows = []

@@ -13,13 +13,14 @@ contenders interleaved) and the speed of ours as a multiple of each.
 
 Needs learned_optimization (``make lo-install``)::
 
-  .venv-lo/bin/python -m unf_lopt.evaluate.benchmarks.bench_vs_learned_optimization [--task mlp_fmnist]
-      [--update-nets unf,sgdm] [--num-runs 16] [--trunc-length 50] [--steps 5]
+  .venv-lo/bin/python -m unf_lopt.evaluate.benchmarks.bench_vs_learned_optimization
+      [--task mlp_fmnist] [--update-nets unf,sgdm] [--num-runs 16] [--trunc-length 50] [--steps 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import jax
@@ -66,11 +67,12 @@ def main(argv=None) -> None:
                              trunc_length=args.trunc_length, horizon=args.horizon,
                              num_devices=1)
     contenders = [
-        ("unf-lopt PES", lambda: MetaTrainer(config, None, quiet=True)),
+        ("unf-lopt PES", functools.partial(MetaTrainer, config, None, quiet=True)),
         (f"learned_optimization, {args.trunc_length} steps/jit",
-         lambda: LOMetaTrainer(config, None, quiet=True)),
+         functools.partial(LOMetaTrainer, config, None, quiet=True)),
         (f"learned_optimization, {lo_default_steps} steps/jit",
-         lambda: LOMetaTrainer(config, None, quiet=True, steps_per_jit=lo_default_steps)),
+         functools.partial(LOMetaTrainer, config, None, quiet=True,
+                           steps_per_jit=lo_default_steps)),
     ]
     trainers, states, compile_seconds = [], [], []
     for _, build in contenders:

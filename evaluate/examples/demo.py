@@ -16,7 +16,8 @@ import argparse
 import pathlib
 import sys
 
-from unf_lopt.evaluate import evaluation, plots
+from unf_lopt.evaluate.commands import evaluate as evaluate_command
+from unf_lopt.evaluate.commands import plot as plot_command
 from unf_lopt.meta_train import cli as meta_cli
 from unf_lopt.tasks import data
 
@@ -42,12 +43,12 @@ def main(argv=None) -> int:
     if code:
       return code
     runs.append(str(run))
-  code = evaluation.main(["--task", task, "--optimizers", ",".join(runs + ["adam"]),
-                          "--steps", "400", "--seeds", "3", "--eval-every", "100",
-                          "--out", str(args.out / "eval")])
+  code = evaluate_command.main(["--task", task, "--optimizers", ",".join(runs + ["adam"]),
+                                "--steps", "400", "--seeds", "3", "--eval-every", "100",
+                                "--out", str(args.out / "eval")])
   if code:
     return code
-  return plots.main([str(args.out / "eval")])
+  return plot_command.main([str(args.out / "eval")])
 
 
 if __name__ == "__main__":

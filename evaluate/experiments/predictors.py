@@ -10,8 +10,8 @@ the spec (tested); StatNN is invariant by construction of its statistics.
   with ReLU (``channels`` wide) -> `unf_lopt.invariant_pool` -> MLP.
 * ``FlatMLP``: all weights flattened -> MLP (not invariant; the baseline).
 
-Paper sizes (PAPER_FACTS section 7): StatNN MLP 6 x 600; UNF 3 layers x 16
-channels, MLP 3 x 512.
+Paper sizes (the UNF paper, Zhou et al. 2024, Section 4.1): StatNN MLP 6 x 600;
+UNF 3 layers x 16 channels, MLP 3 x 512.
 
 Example:
 
@@ -33,9 +33,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import unf_lopt as U
+from unf_lopt.evaluate.experiments import fitting
 
 PERCENTILES = (0.0, 25.0, 50.0, 75.0, 100.0)
 
@@ -131,27 +131,13 @@ class FlatMLP(nn.Module):
     return _MLP(tuple(self.mlp), self.outputs)(flat)
 
 
-def kendall_tau(x: np.ndarray, y: np.ndarray) -> float:
-  """Kendall's tau-b (ties corrected), as ``scipy.stats.kendalltau``'s default."""
-  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-  if x.shape != y.shape or x.ndim != 1:
-    raise ValueError(f"need two 1-D arrays of one length, got {x.shape} and {y.shape}")
-  upper = np.triu_indices(len(x), k=1)
-  dx = np.sign(x[:, None] - x[None, :])[upper]
-  dy = np.sign(y[:, None] - y[None, :])[upper]
-  concordance = np.sum(dx * dy)
-  untied = np.sqrt(np.sum(dx != 0) * np.sum(dy != 0))
-  return float(concordance / untied) if untied else float("nan")
-
-
-def _binary_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
-  return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, targets))
-
-
 def fit_predictor(net: nn.Module, weights: Any, targets: np.ndarray, split: np.ndarray,
                   seed: int = 0, epochs: int = 10, batch_size: int = 10,
                   learning_rate: float = 1e-3) -> dict[str, Any]:
-  """Trains ``net`` with binary cross-entropy on ``targets`` in [0, 1] (PAPER_FACTS section 7).
+  """Trains ``net`` with binary cross-entropy on ``targets`` in [0, 1] (`fitting.fit`).
+
+  The paper's recipe (the UNF paper, Zhou et al. 2024, Section 4.1): Adam 1e-3,
+  batch 10, up to 10 epochs, early stopping on the validation split.
 
   Args:
     net: a predictor (one network in, one logit out).
@@ -164,41 +150,9 @@ def fit_predictor(net: nn.Module, weights: Any, targets: np.ndarray, split: np.n
     ``{"test_tau", "valid_tau", "best_epoch", "history"}``; the parameters of
     the epoch with the best validation loss are the ones tested (early stopping).
   """
-  targets = jnp.asarray(targets, jnp.float32)
-  rows = {name: np.flatnonzero(split == code) for code, name in enumerate(("train", "valid", "test"))}
-  take = lambda index: jax.tree.map(lambda w: jnp.asarray(w[index]), weights)
-  key = jax.random.PRNGKey(seed)
-  variables = net.init(key, jax.tree.map(lambda w: jnp.asarray(w[0]), weights))
-  optimizer = optax.adam(learning_rate)
-  state = optimizer.init(variables)
-  predict = jax.jit(jax.vmap(lambda v, w: net.apply(v, w), in_axes=(None, 0)))
-
-  @jax.jit
-  def step(variables, state, batch, batch_targets):
-    loss, grads = jax.value_and_grad(
-        lambda v: _binary_cross_entropy(jax.vmap(lambda w: net.apply(v, w))(batch), batch_targets)
-    )(variables)
-    updates, state = optimizer.update(grads, state)
-    return optax.apply_updates(variables, updates), state, loss
-
-  def evaluate(variables, index):
-    logits = np.concatenate([np.asarray(predict(variables, take(index[i:i + 256])))
-                             for i in range(0, len(index), 256)])
-    loss = float(_binary_cross_entropy(jnp.asarray(logits), targets[index]))
-    return loss, kendall_tau(logits, np.asarray(targets[index]))
-
-  rng = np.random.default_rng(seed)
-  best = (float("inf"), variables, -1)
-  history = []
-  for epoch in range(epochs):
-    order = rng.permutation(rows["train"])
-    for start in range(0, len(order) - batch_size + 1, batch_size):
-      index = order[start:start + batch_size]
-      variables, state, _ = step(variables, state, take(index), targets[index])
-    valid_loss, valid_tau = evaluate(variables, rows["valid"])
-    history.append({"epoch": epoch + 1, "valid_loss": valid_loss, "valid_tau": valid_tau})
-    if valid_loss < best[0]:
-      best = (valid_loss, variables, epoch + 1)
-  _, test_tau = evaluate(best[1], rows["test"])
-  return {"test_tau": test_tau, "valid_tau": history[best[2] - 1]["valid_tau"],
-          "best_epoch": best[2], "history": history}
+  result = fitting.fit(net, weights, np.asarray(targets, np.float32), split,
+                       fitting.binary_objective(), seed=seed, epochs=epochs,
+                       batch_size=batch_size, learning_rate=learning_rate)
+  return {"test_tau": result.metrics["test"]["tau"],
+          "valid_tau": result.metrics["valid"]["tau"], "best_epoch": result.best_epoch,
+          "history": result.history}

@@ -40,7 +40,10 @@ _SYMBOLS = {PLUS: "+", EQUALS: "=", EOS: "<EOS>", PAD: ""}
 
 
 def encode_problem(a: int, b: int, max_digits: int = MAX_DIGITS) -> tuple[np.ndarray, np.ndarray]:
-  """``(input, target)`` token arrays for ``a + b`` (a reference for tests, one problem at a time)."""
+  """``(input, target)`` token arrays for ``a + b``.
+
+  A reference for tests: one problem at a time.
+  """
   if max(a, b) >= 10**max_digits or min(a, b) < 0:
     raise ValueError(f"operands of {a}+{b} must have 1 to {max_digits} digits")
   text = [int(c) for c in str(a)] + [PLUS] + [int(c) for c in str(b)] + [EQUALS]
@@ -62,7 +65,8 @@ def sample_problems(key: jax.Array, count: int,
   digit_key, value_key = jax.random.split(key)
   digits = jax.random.randint(digit_key, (2, count), 1, max_digits + 1)
   low = jnp.where(digits == 1, 0, 10 ** (digits - 1))
-  operands = low + (jax.random.uniform(value_key, (2, count)) * (10 ** digits - low)).astype(jnp.int32)
+  spread = jax.random.uniform(value_key, (2, count)) * (10 ** digits - low)
+  operands = low + spread.astype(jnp.int32)
   return _encode_batch(operands[0], operands[1], max_digits)
 
 

@@ -18,7 +18,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
@@ -32,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from unf_lopt.tasks import chunked, xla_cpu
+from unf_lopt.atomic import atomic_open, write_atomic
+from unf_lopt.tasks import chunked, command_line, xla_cpu
 from unf_lopt.tasks.zoo import addition
 
 BATCH_SIZES = (64, 128, 256)
@@ -40,7 +40,13 @@ BATCH_SIZES = (64, 128, 256)
 
 @dataclasses.dataclass(frozen=True)
 class ZooConfig:
-  """Defaults are the paper's (PAPER_FACTS section 7); training length is not stated there."""
+  """Settings of a zoo build.
+
+  Defaults are the Tiny RNN Zoo of the UNF paper (Zhou et al. 2024, Section 4.1):
+  10,000 GRU models of hidden size 128, learning rates log-uniform in
+  [1e-4, 1e-2], an 8,000 / 1,000 / 1,000 split. The paper does not state the
+  training length.
+  """
 
   num_models: int = 10_000
   hidden: int = 128
@@ -168,16 +174,16 @@ def assemble(config: ZooConfig, out: pathlib.Path) -> pathlib.Path:
   split[order[train:train + valid]] = 1
   split[order[train + valid:]] = 2
   path = out / "zoo.npz"
-  staging = out / "zoo.tmp.npz"
-  np.savez(staging, learning_rate=rates, batch_size=batch_sizes, success_rate=success,
-           split=split, **{f"params/{k}": v for k, v in tensors.items()})
-  os.replace(staging, path)
-  (out / "spec.json").write_text(json.dumps(addition.spec(), indent=1))
+  with atomic_open(path) as handle:
+    np.savez(handle, learning_rate=rates, batch_size=batch_sizes, success_rate=success,
+             split=split, **{f"params/{k}": v for k, v in tensors.items()})
+  write_atomic(out / "spec.json", json.dumps(addition.spec(), indent=1))
   return path
 
 
 def load_zoo(path: os.PathLike | str) -> dict:
-  """``{"params": nested [N, ...] arrays, "success_rate", "learning_rate", "batch_size", "split"}``."""
+  """A zoo.npz as ``{"params": nested [N, ...] arrays, "success_rate", "learning_rate",
+  "batch_size", "split"}``."""
   with np.load(path, allow_pickle=False) as zoo:
     flat = {k[len("params/"):]: zoo[k] for k in zoo.files if k.startswith("params/")}
     out = {k: zoo[k] for k in zoo.files if not k.startswith("params/")}
@@ -185,30 +191,58 @@ def load_zoo(path: os.PathLike | str) -> dict:
   return out
 
 
+# Operands are drawn as int32: 10**9 is the largest power of ten below 2**31.
+LARGEST_MAX_DIGITS = 9
+# The 80/10/10 split gives the valid and test splits at least one model from here on.
+SMALLEST_ZOO = 10
+
+
+def build_parser() -> command_line.CommandParser:
+  defaults = ZooConfig()
+  parser = command_line.CommandParser(prog="unf-make-zoo", description=__doc__.split("\n")[0])
+  parser.add_argument("--out", required=True, type=command_line.output_directory,
+                      help="build directory (resumed if it holds a build of the same settings)")
+  parser.add_argument("--num-models", type=command_line.positive_int, default=defaults.num_models,
+                      help=f"models in the zoo, split 80/10/10 (at least {SMALLEST_ZOO})")
+  parser.add_argument("--hidden", type=command_line.positive_int, default=defaults.hidden,
+                      help="GRU hidden size")
+  parser.add_argument("--embed-dim", type=command_line.positive_int, default=defaults.embed_dim,
+                      help="token embedding size")
+  parser.add_argument("--max-digits", type=command_line.positive_int, default=defaults.max_digits,
+                      help=f"operands have 1 to this many digits (paper: 5; at most "
+                      f"{LARGEST_MAX_DIGITS})")
+  parser.add_argument("--train-steps", type=command_line.positive_int,
+                      default=defaults.train_steps, help="Adam steps per model")
+  parser.add_argument("--test-problems", type=command_line.positive_int,
+                      default=defaults.test_problems,
+                      help="fixed test problems that measure each model's success rate")
+  parser.add_argument("--chunk-size", type=command_line.positive_int, default=defaults.chunk_size,
+                      help="models trained together under vmap (and saved per chunk)")
+  parser.add_argument("--seed", type=command_line.non_negative_int, default=defaults.seed,
+                      help="seed of the hyperparameters, inits, data and split")
+  parser.add_argument("--quiet", action="store_true", help="no progress bar")
+  return parser
+
+
 def main(argv=None) -> int:
   xla_cpu.avoid_thread_pool_hang()
-  parser = argparse.ArgumentParser(prog="unf-make-zoo", description=__doc__.split("\n")[0])
-  parser.add_argument("--out", required=True)
-  parser.add_argument("--num-models", type=int, default=10_000)
-  parser.add_argument("--hidden", type=int, default=128)
-  parser.add_argument("--embed-dim", type=int, default=16)
-  parser.add_argument("--max-digits", type=int, default=addition.MAX_DIGITS,
-                      help="operands have 1 to this many digits (paper: 5)")
-  parser.add_argument("--train-steps", type=int, default=1_000)
-  parser.add_argument("--test-problems", type=int, default=1_000)
-  parser.add_argument("--chunk-size", type=int, default=250)
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--quiet", action="store_true")
+  parser = build_parser()
   args = parser.parse_args(argv)
+  if args.num_models < SMALLEST_ZOO:
+    parser.fail("--num-models", f"{args.num_models} leaves the valid or test split empty; "
+                f"give at least {SMALLEST_ZOO}")
+  if args.max_digits > LARGEST_MAX_DIGITS:
+    parser.fail("--max-digits", f"{args.max_digits} exceeds {LARGEST_MAX_DIGITS} (int32 operands)")
   config = ZooConfig.scaled(args.num_models, hidden=args.hidden, embed_dim=args.embed_dim,
                             max_digits=args.max_digits,
                             train_steps=args.train_steps, test_problems=args.test_problems,
                             chunk_size=args.chunk_size, seed=args.seed)
   try:
-    path = build(config, args.out, args.quiet)
+    # Refuses, before any training, a directory that holds a build of other settings.
+    chunked.record_config(args.out, dataclasses.asdict(config), "a zoo")
   except ValueError as error:
-    print(f"unf-make-zoo: {error}", file=sys.stderr)
-    return 2
+    parser.fail("--out", error)
+  path = build(config, args.out, args.quiet)
   print(f"zoo written to {path}")
   return 0
 

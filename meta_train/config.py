@@ -1,0 +1,149 @@
+"""Meta-training settings: `MetaTrainConfig`, its fingerprint and the outer optimizer it names."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+import jax
+import optax
+
+from unf_lopt import update_nets
+from unf_lopt.meta_train.pes import PESConfig
+
+# The learned update networks, plus the two-scalar "sgdm" optimizer (no network).
+UPDATE_NETS = update_nets.META_TRAINABLE
+# "unf_lopt": our PES (meta_train.trainer); "learned_optimization": its TruncatedPES
+# (optional extra; meta_train.lo_backend).
+BACKENDS = ("unf_lopt", "learned_optimization")
+# Settings that may change when a run is resumed: they do not alter its results.
+RESUMABLE_KEYS = ("outer_steps", "checkpoint_every", "log_every", "tensorboard")
+# Outer steps in a row whose meta-gradient may be non-finite before the update is
+# applied anyway (and the run stops with NonFiniteMetaParamsError).
+MAX_NONFINITE_UPDATES = 10
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaTrainConfig:
+  """Meta-training settings.
+
+  Defaults are the UNF paper's (Zhou et al. 2024, Appendix B.2): 50,000 outer
+  steps of Adam, 16 runs, truncation 50, horizon 2,000, sigma 0.01, clipping 1.0.
+
+  The paper does not state the meta learning rate; 1e-3 with global-norm
+  clipping at 1.0 is our default.
+
+  Raises:
+    ValueError: naming the field, for a value of the wrong type or out of range.
+  """
+
+  task: str = "mlp_fmnist"
+  update_net: str = "unf"
+  outer_steps: int = 50_000
+  num_runs: int = 16
+  trunc_length: int = 50
+  horizon: int = 2000
+  sigma: float = 0.01
+  meta_loss: str = "mean"
+  meta_learning_rate: float = 1e-3
+  schedule: str = "constant"
+  clip_norm: float = 1.0
+  hidden: int = 32
+  depth: int = 3
+  seed: int = 0
+  num_devices: int = 0  # 0: all local devices
+  checkpoint_every: int = 500
+  log_every: int = 10
+  backend: str = "unf_lopt"
+  tensorboard: bool = False
+
+  def __post_init__(self):
+    self._check_types()
+    if self.backend not in BACKENDS:
+      raise ValueError(f"unknown backend {self.backend!r}; expected one of {', '.join(BACKENDS)}")
+    if self.update_net not in UPDATE_NETS:
+      raise ValueError(f"unknown update net {self.update_net!r}; expected one of "
+                       f"{', '.join(UPDATE_NETS)}")
+    if self.schedule not in ("constant", "cosine"):
+      raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+    for name in ("outer_steps", "checkpoint_every", "log_every"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+    for name in ("clip_norm", "meta_learning_rate"):
+      if getattr(self, name) <= 0:
+        raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+    for name in ("hidden", "depth", "seed", "num_devices"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+    PESConfig(self.num_runs, self.trunc_length, self.horizon, self.sigma, self.meta_loss)
+
+  def _check_types(self) -> None:
+    for field in dataclasses.fields(self):
+      expected, value = _TYPES[field.type], getattr(self, field.name)
+      if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        object.__setattr__(self, field.name, float(value))  # 1 for 1.0, as JSON writes it
+        continue
+      # bool is an int to isinstance, but `outer_steps: true` is a mistake.
+      if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+        raise ValueError(f"{field.name} must be {'an' if expected is int else 'a'} "
+                         f"{expected.__name__}, got {value!r}")
+
+  @classmethod
+  def from_dict(cls, values: dict[str, Any]) -> MetaTrainConfig:
+    """The config of ``values``; keys are field names (a config file, ``config.json``)."""
+    known = {field.name for field in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ValueError(f"unknown configuration keys {unknown}; known: {sorted(known)}")
+    return cls(**values)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def fingerprint(self) -> str:
+    """Hash of the settings that determine the results."""
+    identity = {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_KEYS}
+    if identity["backend"] == "unf_lopt":
+      del identity["backend"]  # so runs written before the option existed still resume
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def outer_optimizer(config: MetaTrainConfig) -> optax.GradientTransformation:
+  """Adam on the meta-parameters, after global-norm clipping; skips non-finite gradients.
+
+  A non-finite meta-gradient leaves the meta-parameters and Adam's moments as
+  they were, up to `MAX_NONFINITE_UPDATES` times in a row.
+  """
+  learning_rate = config.meta_learning_rate
+  if config.schedule == "cosine":
+    learning_rate = optax.cosine_decay_schedule(learning_rate, config.outer_steps)
+  adam = optax.chain(optax.clip_by_global_norm(config.clip_norm), optax.adam(learning_rate))
+  return optax.apply_if_finite(adam, max_consecutive_errors=MAX_NONFINITE_UPDATES)
+
+
+class RunKeys:
+  """The PRNG keys of a run, each derived from ``seed`` for one purpose.
+
+  Both backends take the same keys, so they start from the same meta-parameters.
+  """
+
+  def __init__(self, seed: int):
+    self._root = jax.random.PRNGKey(seed)
+
+  @property
+  def meta_init(self) -> jax.Array:
+    """Initialises the meta-parameters."""
+    return jax.random.fold_in(self._root, 0)
+
+  @property
+  def state_init(self) -> jax.Array:
+    """Initialises the estimator's state (inner runs)."""
+    return jax.random.fold_in(self._root, 1)
+
+  def outer_step(self, step: int) -> jax.Array:
+    """Randomness of outer step ``step`` (perturbations, batches, resets)."""
+    return jax.random.fold_in(self._root, 2 + step)

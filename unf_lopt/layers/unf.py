@@ -1,0 +1,149 @@
+"""The UNF layer: the maximally expressive linear equivariant map of a weight space."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from unf_lopt import basis
+from unf_lopt.layers import engine
+from unf_lopt.spec import TensorInfo
+
+PyTree = Any
+ORDERS = ("auto", "pool_first", "project_first")
+
+
+class UNFLinear(nn.Module):
+  """The maximally expressive linear equivariant layer of a weight space.
+
+  Every (output tensor, input tensor) pair contributes one ``c_in x c_out``
+  coefficient matrix per valid partition of their axes (UNF Algorithm 1); each
+  output tensor has one bias per channel (per fixed index, if it has fixed
+  axes). Coefficients of an output tensor are drawn from
+  ``N(0, 1 / (c_in * number_of_terms))``. Pooled axes are averaged (mean, not
+  sum), keeping activations scale-stable across widths.
+
+  Attributes:
+    out_channels: channels of every output tensor.
+    use_bias: whether to add the per-tensor bias.
+    param_dtype: dtype of the coefficients.
+    order: where the channel map goes. ``"pool_first"`` reduces each input
+      once per distinct reduction and then maps channels; ``"project_first"``
+      maps each input to all the columns its terms need and then reduces;
+      ``"auto"`` picks per input tensor by channel counts. Results agree.
+    identity_share: ``None`` draws every coefficient from ``N(0, 1 / rows)``
+      (all terms alike). A number in (0, 1) gives the identity term (each
+      entry's own channels, the DeepSet-like part) that share of the output
+      variance at initialisation and the other terms the rest; the span of
+      the layer is the same.
+  """
+
+  out_channels: int
+  use_bias: bool = True
+  param_dtype: Any = jnp.float32
+  order: str = "auto"
+  identity_share: float | None = None
+
+  @nn.compact
+  def __call__(self, features: PyTree, spec: PyTree) -> PyTree:
+    if self.order not in ORDERS:
+      raise ValueError(f"UNFLinear.order must be 'auto', 'pool_first' or 'project_first', "
+                       f"got {self.order!r}")
+    leaves, infos, treedef, _ = engine.features_and_infos(features, spec)
+    folded = [engine.fold_fixed(x, info) for x, info in zip(leaves, infos)]
+    plan = basis.compile_plan(tuple(
+        tuple(info.axes[p] for p in info.permuted_positions) for info in infos))
+    in_widths = [x.shape[-1] for x in folded]
+    out_widths = [engine.fixed_size(info) * self.out_channels for info in infos]
+
+    # Every term, as (output, group, reduction, kernel rows), in kernel row order.
+    terms = []
+    for out_index, tensor_plan in enumerate(plan.tensors):
+      offset = 0
+      for group_index, group in enumerate(tensor_plan.groups):
+        for r in group.reductions:
+          terms.append(engine.KernelTerm(out_index, group_index, r,
+                                         (offset, offset + in_widths[r.in_index])))
+          offset += in_widths[r.in_index]
+
+    kernels, biases = [], []
+    for out_index, (info, out_width) in enumerate(zip(infos, out_widths)):
+      mine = [t for t in terms if t.out_index == out_index]
+      rows = mine[-1].rows[1] if mine else 0
+      kernel = self.param(_tensor_param_name("kernel", info),
+                          _kernel_init(mine, rows, plan.tensors[out_index], self.identity_share),
+                          (rows, out_width), self.param_dtype)
+      kernels.append(kernel.astype(folded[0].dtype))
+      if self.use_bias:
+        biases.append(self.param(_tensor_param_name("bias", info), nn.initializers.zeros,
+                                 (out_width,), self.param_dtype).astype(folded[0].dtype))
+
+    projected = engine.project_then_pool(folded, kernels, terms, out_widths, self.order)
+    terms_of: dict[tuple[int, int], list[engine.KernelTerm]] = {}
+    for t in terms:
+      terms_of.setdefault((t.out_index, t.group_index), []).append(t)
+
+    reduced = engine.Reductions(folded)
+    reduced.prefetch(t.reduction for t in terms if t not in projected)
+    outputs = []
+    for out_index, (info, tensor_plan) in enumerate(zip(infos, plan.tensors)):
+      out_shape = tuple(info.shape[p] for p in info.permuted_positions)
+      total = None
+      for group_index, group in enumerate(tensor_plan.groups):
+        mine = terms_of[(out_index, group_index)]
+        pooled = [t for t in mine if t not in projected]
+        z = None
+        if pooled:
+          parts = [reduced(t.reduction) for t in pooled]
+          rows = [kernels[out_index][slice(*t.rows)] for t in pooled]
+          z = (parts[0] if len(parts) == 1 else jnp.concatenate(parts, -1)) @ (
+              rows[0] if len(rows) == 1 else jnp.concatenate(rows, 0))
+        for t in mine:
+          if t in projected:
+            z = projected[t] if z is None else z + projected[t]
+        contribution = engine.embed(z, group, out_shape)
+        total = contribution if total is None else total + contribution
+      total = jnp.broadcast_to(total, (*out_shape, out_widths[out_index]))
+      if self.use_bias:
+        total = total + biases[out_index]
+      outputs.append(engine.unfold_fixed(total, info, self.out_channels))
+    return treedef.unflatten(outputs)
+
+
+def _tensor_param_name(kind: str, info: TensorInfo) -> str:
+  return f"{kind}[{info.path}]"
+
+
+def _kernel_init(terms: list[engine.KernelTerm], rows: int, tensor_plan: basis.TensorPlan,
+                 identity_share: float | None):
+  """Initialiser of one output tensor's kernel, optionally favouring its identity term."""
+  if identity_share is None:
+    return nn.initializers.normal(stddev=1.0 / math.sqrt(max(rows, 1)))
+  if not 0.0 < identity_share < 1.0:
+    raise ValueError(f"UNFLinear.identity_share must be in (0, 1), got {identity_share}")
+  # Every output tensor has its identity term (itself, no pooling, no diagonal).
+  identity = [t for t in terms if _is_identity(t, tensor_plan)]
+  identity_rows = sum(t.rows[1] - t.rows[0] for t in identity)
+  other_rows = rows - identity_rows
+  if other_rows == 0:
+    identity_share = 1.0
+  scale = np.full(rows, math.sqrt((1.0 - identity_share) / max(other_rows, 1)), np.float32)
+  for t in identity:
+    scale[t.rows[0]:t.rows[1]] = math.sqrt(identity_share / identity_rows)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.normal(key, shape, dtype) * jnp.asarray(scale, dtype)[:, None]
+  return init
+
+
+def _is_identity(term: engine.KernelTerm, tensor_plan: basis.TensorPlan) -> bool:
+  """Whether ``term`` maps each entry of its own tensor to the same entry (no pooling)."""
+  group = tensor_plan.groups[term.group_index]
+  labels = term.reduction.in_labels
+  return (term.reduction.in_index == term.out_index and labels == group.out_labels
+          and len(set(labels)) == len(labels))
