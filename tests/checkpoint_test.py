@@ -13,17 +13,25 @@ import unf_lopt as U
 import weight_spaces
 
 
-def saved_unf(tmp_path):
+@pytest.fixture(scope="module")
+def unf_cnn():
+  """A UNF optimizer for a CNN's weight space, its meta-parameters and parameters: built once."""
   params, spec = weight_spaces.cnn(spatial=(None, None))
   lopt = U.NominalLOpt("unf", spec=spec, params_like=params)
-  meta = lopt.init(jax.random.PRNGKey(0))
+  return lopt, lopt.init(jax.random.PRNGKey(0)), params
+
+
+@pytest.fixture
+def saved_unf(tmp_path, unf_cnn):
+  """The module's UNF optimizer saved to a fresh checkpoint: ``(path, lopt, meta, params)``."""
+  lopt, meta, params = unf_cnn
   path = tmp_path / "unf_cnn"
   U.save_checkpoint(path, lopt, meta, metadata={"task": "tiny", "outer_steps": 3})
   return path, lopt, meta, params
 
 
-def test_round_trip_is_bit_exact_and_rebuilds_the_optimizer(tmp_path):
-  path, lopt, meta, params = saved_unf(tmp_path)
+def test_round_trip_is_bit_exact_and_rebuilds_the_optimizer(saved_unf):
+  path, lopt, meta, params = saved_unf
   loaded_lopt, loaded = U.load_checkpoint(path)
   assert loaded_lopt.update_net == "unf" and loaded_lopt.spec == lopt.spec
   assert jax.tree.structure(loaded) == jax.tree.structure(meta)
@@ -31,16 +39,21 @@ def test_round_trip_is_bit_exact_and_rebuilds_the_optimizer(tmp_path):
     assert np.asarray(a).dtype == np.asarray(b).dtype
     np.testing.assert_array_equal(a, b)
   grads = jax.tree.map(jnp.ones_like, params)
-  ours = lopt.opt_fn(meta).update(lopt.opt_fn(meta).init(params), grads)
-  theirs = loaded_lopt.opt_fn(loaded).update(loaded_lopt.opt_fn(loaded).init(params), grads)
+
+  def first_update(optimizer_lopt, meta_params):
+    optimizer = optimizer_lopt.opt_fn(meta_params)
+    return optimizer.update(optimizer.init(params), grads)
+
+  ours = jax.jit(lambda m: first_update(lopt, m))(meta)
+  theirs = jax.jit(lambda m: first_update(loaded_lopt, m))(loaded)
   for a, b in zip(jax.tree.leaves(ours.params), jax.tree.leaves(theirs.params)):
     np.testing.assert_array_equal(a, b)
   from unf_lopt.checkpoint import read_metadata
   assert read_metadata(path)["task"] == "tiny"
 
 
-def test_overwrite_replaces_the_checkpoint_and_leaves_no_staging(tmp_path):
-  path, lopt, meta, _ = saved_unf(tmp_path)
+def test_overwrite_replaces_the_checkpoint_and_leaves_no_staging(tmp_path, saved_unf):
+  path, lopt, meta, _ = saved_unf
   changed = jax.tree.map(lambda a: a + 1, meta)
   U.save_checkpoint(path, lopt, changed)
   _, loaded = U.load_checkpoint(path)
@@ -48,16 +61,16 @@ def test_overwrite_replaces_the_checkpoint_and_leaves_no_staging(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ["unf_cnn"]
 
 
-def test_truncated_parameters_are_detected(tmp_path):
-  path, *_ = saved_unf(tmp_path)
+def test_truncated_parameters_are_detected(saved_unf):
+  path, *_ = saved_unf
   data = (path / "meta_params.msgpack").read_bytes()
   (path / "meta_params.msgpack").write_bytes(data[: len(data) // 2])
   with pytest.raises(U.CheckpointError, match="meta_params.msgpack.*truncated or corrupted"):
     U.load_checkpoint(path)
 
 
-def test_corrupted_config_is_detected(tmp_path):
-  path, *_ = saved_unf(tmp_path)
+def test_corrupted_config_is_detected(saved_unf):
+  path, *_ = saved_unf
   (path / "optimizer.json").write_text('{"format": "unf-lopt-checkpoint", "upd')
   with pytest.raises(U.CheckpointError, match="optimizer.json.*not valid JSON"):
     U.load_checkpoint(path)

@@ -79,18 +79,19 @@ def _example_inr():
 def test_invariant_classifiers_ignore_hidden_permutations(kind):
   params = _example_inr()
   net, spec = inr_classification.make_classifier(kind, params, classes=4, channels=3, mlp_width=8)
-  variables = net.init(jax.random.PRNGKey(0), params)
-  logits = np.asarray(net.apply(variables, params))
+  variables = jax.jit(net.init)(jax.random.PRNGKey(0), params)
+  classify = jax.jit(net.apply)  # eagerly, every operation would compile on its own
+  logits = np.asarray(classify(variables, params))
   assert logits.shape == (4,)
   rng = np.random.default_rng(0)
   for _ in range(3):
     permuted = permute(params, spec, sample_permutations(rng, spec, params))
-    np.testing.assert_allclose(net.apply(variables, permuted), logits, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(classify(variables, permuted), logits, rtol=1e-4, atol=1e-5)
   # Permuting the pixel coordinates (x <-> y) is not a symmetry of a SIREN: only NFN, whose
   # NP layers permute every axis, is blind to it.
   swapped = dict(params, layers_0=dict(params["layers_0"],
                                        kernel=params["layers_0"]["kernel"][::-1]))
-  changed = np.abs(np.asarray(net.apply(variables, swapped)) - logits).max()
+  changed = np.abs(np.asarray(classify(variables, swapped)) - logits).max()
   assert (changed < 1e-5) == (kind == "nfn")
 
 

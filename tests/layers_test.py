@@ -32,8 +32,15 @@ def count_params(variables):
 
 
 def init_and_apply(layer, features, spec, seed=0):
-  variables = layer.init(jax.random.PRNGKey(seed), features, spec)
+  """The layer's variables and its jitted forward pass (an eager init compiles every op)."""
+  variables = jax.jit(lambda key, x: layer.init(key, x, spec))(jax.random.PRNGKey(seed), features)
   return variables, jax.jit(lambda x: layer.apply(variables, x, spec))
+
+
+def param_count_of_init(layer, features, spec):
+  """Parameter count of ``layer.init``, from shapes alone."""
+  return count_params(jax.eval_shape(lambda x: layer.init(jax.random.PRNGKey(0), x, spec),
+                                     features))
 
 
 LAYERS = {"unf": lambda: U.UNFLinear(3), "deepset": lambda: U.DeepSetLinear(3),
@@ -105,11 +112,11 @@ def test_unf_matches_dense_brute_force_reference(order):
   params = {k: np.zeros([sizes[n] for n in axes], np.float32) for k, axes in spec.items()}
   features = random_features(params, channels=2, seed=4)
   layer = U.UNFLinear(2, order=order)
-  variables = layer.init(jax.random.PRNGKey(5), features, spec)
+  variables, _ = init_and_apply(layer, features, spec, seed=5)
   # give the biases non-zero values so they are checked too
   variables = jax.tree_util.tree_map_with_path(
       lambda path, v: v + 0.3 if "bias" in jax.tree_util.keystr(path) else v, variables)
-  output = layer.apply(variables, features, spec)
+  output = jax.jit(lambda x: layer.apply(variables, x, spec))(features)
 
   infos, treedef = tensor_infos(spec, params)
   plan = basis.compile_plan(tuple(info.axes for info in infos))
@@ -123,7 +130,7 @@ def test_unf_matches_dense_brute_force_reference(order):
 
 def linear_span_rank(layer, features, spec):
   """Dimension of the space of dense maps x -> layer(x) as the coefficients vary."""
-  variables = layer.init(jax.random.PRNGKey(0), features, spec)
+  variables, _ = init_and_apply(layer, features, spec)
   flat, unravel = ravel_pytree(variables)
   flat_x, unravel_x = ravel_pytree(features)
 
@@ -131,7 +138,7 @@ def linear_span_rank(layer, features, spec):
     return jax.jacobian(lambda x: ravel_pytree(layer.apply(unravel(coefficients), unravel_x(x),
                                                            spec))[0])(flat_x)
 
-  maps = jax.vmap(dense_map)(jnp.eye(flat.size))
+  maps = jax.jit(jax.vmap(dense_map))(jnp.eye(flat.size))
   return maps.reshape(flat.size, -1)
 
 
@@ -148,9 +155,8 @@ def test_unf_spans_the_same_maps_as_nfn_np_on_an_mlp():
 def test_parameter_counts_match_the_paper():
   params, spec = weight_spaces.mlp((64, 32, 10))
   features = random_features(params, channels=32)
-  assert count_params(U.UNFLinear(1).init(jax.random.PRNGKey(0), features, spec)) == 1028
-  deepset = U.DeepSetLinear(32).init(jax.random.PRNGKey(0), features, spec)
-  assert count_params(deepset) == 32 * 32 + 32
+  assert param_count_of_init(U.UNFLinear(1), features, spec) == 1028
+  assert param_count_of_init(U.DeepSetLinear(32), features, spec) == 32 * 32 + 32
   cnn_params = weight_spaces.zeros_from_shapes({
       "Conv_0": {"kernel": (3, 3, 3, 16), "bias": (16,)},
       "Conv_1": {"kernel": (3, 3, 16, 32), "bias": (32,)},
@@ -159,16 +165,16 @@ def test_parameter_counts_match_the_paper():
               "Dense_0": U.dense_spec("c2", "c3")}
   features = random_features(cnn_params, channels=32)
   # Table 3, NFN on the CNN: 41,603 = 38,848 (NFN[1]) + 2,752 (DS stack) + 3 scalars.
-  assert count_params(U.NFNLinear(1).init(jax.random.PRNGKey(0), features, cnn_spec)) == 38_848
+  assert param_count_of_init(U.NFNLinear(1), features, cnn_spec) == 38_848
 
 
 def test_auto_order_projects_thin_outputs_and_agrees_with_pool_first():
   params, spec = weight_spaces.transformer()
   features = random_features(params, channels=8)
   auto, pool_first = U.UNFLinear(1), U.UNFLinear(1, order="pool_first")
-  variables = auto.init(jax.random.PRNGKey(0), features, spec)
-  assert max_difference(auto.apply(variables, features, spec),
-                        pool_first.apply(variables, features, spec)) < 1e-5
+  variables, auto_forward = init_and_apply(auto, features, spec)
+  pool_first_forward = jax.jit(lambda x: pool_first.apply(variables, x, spec))
+  assert max_difference(auto_forward(features), pool_first_forward(features)) < 1e-5
   with pytest.raises(ValueError, match="order"):
     U.UNFLinear(1, order="sideways").init(jax.random.PRNGKey(0), features, spec)
 
@@ -178,19 +184,21 @@ def test_matrix_vector_pooling_agrees_with_native_reductions(monkeypatch, order)
   params, spec = weight_spaces.transformer()
   features = random_features(params, channels=3)
   layer = U.UNFLinear(2, order=order)
-  variables = layer.init(jax.random.PRNGKey(0), features, spec)
-  native = layer.apply(variables, features, spec)
+  variables, forward = init_and_apply(layer, features, spec)
+  native = forward(features)
   monkeypatch.setattr(engine, "LONG_INNER_BLOCK", 1)  # every leading pool as a matvec
-  assert max_difference(layer.apply(variables, features, spec), native) < 1e-5
+  # a fresh jit traces again, now with the patched block length
+  matvec = jax.jit(lambda x: layer.apply(variables, x, spec))(features)
+  assert max_difference(matvec, native) < 1e-5
 
 
 @pytest.mark.parametrize("layer", [U.UNFLinear(4), U.DeepSetLinear(4)], ids=["unf", "deepset"])
 def test_vmap_over_a_batch_of_weight_spaces(layer):
   params, spec = weight_spaces.rnn()
   batch = jax.tree.map(lambda a: jnp.stack([a, a + 1.0]), random_features(params, channels=2))
-  variables = layer.init(jax.random.PRNGKey(0), jax.tree.map(lambda a: a[0], batch), spec)
+  variables, forward = init_and_apply(layer, jax.tree.map(lambda a: a[0], batch), spec)
   batched = jax.jit(jax.vmap(lambda x: layer.apply(variables, x, spec)))(batch)
-  one = layer.apply(variables, jax.tree.map(lambda a: a[1], batch), spec)
+  one = forward(jax.tree.map(lambda a: a[1], batch))
   assert max_difference(jax.tree.map(lambda a: a[1], batched), one) < 1e-5
 
 
@@ -199,10 +207,9 @@ def test_vmap_over_a_batch_of_weight_spaces(layer):
 def test_bfloat16_inputs(layer):
   params, spec = weight_spaces.cnn(spatial=(None, None))
   features = random_features(params, channels=2)
-  variables = layer.init(jax.random.PRNGKey(0), features, spec)
-  full = layer.apply(variables, features, spec)
-  half = jax.jit(lambda x: layer.apply(variables, x, spec))(
-      jax.tree.map(lambda a: a.astype(jnp.bfloat16), features))
+  _, forward = init_and_apply(layer, features, spec)
+  full = forward(features)
+  half = forward(jax.tree.map(lambda a: a.astype(jnp.bfloat16), features))
   assert all(leaf.dtype == jnp.bfloat16 for leaf in jax.tree.leaves(half))
   scale = max(float(jnp.max(jnp.abs(a))) for a in jax.tree.leaves(full))
   assert max_difference(full, half) < 0.05 * scale

@@ -69,16 +69,16 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result_bit_for_bit(tmp_path):
            "--horizon", "20", "--outer-steps", "60", "--checkpoint-every", "2", "--log-every", "2",
            "--quiet"]
   killed_dir = tmp_path / "killed"
-  process = subprocess.Popen([sys.executable, "-c", KILLED_RUN, *flags, "--out", str(killed_dir)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-  deadline = time.time() + 300
-  while time.time() < deadline and process.poll() is None:
-    if checkpoints.complete_steps(killed_dir / "checkpoints")[-1:] >= [6]:
-      break
-    time.sleep(0.01)
-  assert process.poll() is None, process.stderr.read().decode()[-2000:]
-  process.send_signal(signal.SIGKILL)
-  process.wait()
+  with subprocess.Popen([sys.executable, "-c", KILLED_RUN, *flags, "--out", str(killed_dir)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as process:
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+      if checkpoints.complete_steps(killed_dir / "checkpoints")[-1:] >= [6]:
+        break
+      time.sleep(0.01)
+    assert process.poll() is None, process.stderr.read().decode()[-2000:]
+    process.send_signal(signal.SIGKILL)
+    process.wait()
   assert not (killed_dir / "optimizer").exists()
   # Debris a kill can leave: a staging directory and an incomplete step.
   (killed_dir / "checkpoints" / ".step_0000099.partial").mkdir()
@@ -143,14 +143,26 @@ def test_cli_reports_bad_input_clearly(tmp_path, capsys):
   assert not (tmp_path / "x").exists()  # nothing was started
 
 
-def test_config_file_and_flags(tmp_path):
-  config = tmp_path / "run.json"
+@pytest.fixture(scope="module")
+def config_file_run(tmp_path_factory):
+  """One finished CLI run from a config file plus flags, with TensorBoard: its run directory.
+
+  Shared by the tests that only read it, so the tiny meta-training compiles once.
+  """
+  root = tmp_path_factory.mktemp("config_file_run")
+  config = root / "run.json"
   config.write_text(json.dumps({"task": "tiny_mlp", "update_net": "sgdm", "num_runs": 2,
-                                "trunc_length": 2, "horizon": 4, "outer_steps": 5}))
-  assert cli.main(["--config", str(config), "--outer-steps", "2", "--quiet",
-                   "--out", str(tmp_path / "run")]) == 0
-  stored = json.loads((tmp_path / "run" / "config.json").read_text())
-  assert stored["outer_steps"] == 2 and stored["num_runs"] == 2 and stored["sigma"] == 0.01
+                                "trunc_length": 2, "horizon": 4, "outer_steps": 5,
+                                "log_every": 1}))
+  assert cli.main(["--config", str(config), "--outer-steps", "3", "--tensorboard", "--quiet",
+                   "--out", str(root / "run")]) == 0
+  return root / "run"
+
+
+def test_config_file_and_flags(config_file_run):
+  stored = json.loads((config_file_run / "config.json").read_text())
+  assert stored["outer_steps"] == 3 and stored["num_runs"] == 2 and stored["sigma"] == 0.01
+  assert stored["log_every"] == 1 and stored["tensorboard"] is True
 
 
 # -- Ctrl-C and resuming -------------------------------------------------------------
@@ -320,18 +332,16 @@ def test_crc32c_matches_the_standard_check_value():
   assert _crc32c(b"123456789") == 0xE3069283  # the CRC-32C catalogue's check value
 
 
-def test_tensorboard_events_hold_the_metrics_rows(tmp_path):
-  config = MetaTrainConfig(**dict(TINY, update_net="sgdm", num_runs=2, outer_steps=3,
-                                  log_every=1, tensorboard=True))
-  MetaTrainer(config, tmp_path, quiet=True).run()
-  event_files = sorted(tmp_path.glob("events.out.tfevents.*"))
+def test_tensorboard_events_hold_the_metrics_rows(config_file_run):
+  event_files = sorted(config_file_run.glob("events.out.tfevents.*"))
   assert len(event_files) == 1
   scalars = {}
   for payload in read_tfrecords(event_files[0]):
     event = event_pb2.Event.FromString(payload)
     for value in event.summary.value:
       scalars[(event.step, value.tag)] = value.simple_value
-  rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  rows = [json.loads(line)
+          for line in (config_file_run / "metrics.jsonl").read_text().splitlines()]
   expected = {(row["step"], name): value for row in rows for name, value in row.items()
               if name != "step"}
   assert {name for _, name in expected} == {"meta_loss", "resets", "blowups", "grad_norm",
