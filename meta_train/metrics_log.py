@@ -16,22 +16,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from unf_lopt import extras
 from unf_lopt.atomic import write_atomic
 
 METRICS_FILE = "metrics.jsonl"
 # Counted over the steps since the previous row; every other metric is averaged.
 SUMMED_METRICS = ("resets", "blowups")
-TENSORBOARD_HINT = ("--tensorboard needs tensorboardX, which is not installed: "
-                    "pip install 'unf-lopt[tensorboard]' (or pip install tensorboardX)")
-
-
-def import_tensorboardx():
-  """The tensorboardX module, or ImportError with the install command."""
-  try:
-    import tensorboardX  # pylint: disable=g-import-not-at-top
-  except ImportError as error:
-    raise ImportError(TENSORBOARD_HINT) from error
-  return tensorboardX
 
 
 class MetricsLog:
@@ -46,7 +36,7 @@ class MetricsLog:
   def __init__(self, directory: os.PathLike | str, tensorboard: bool = False):
     self.directory = pathlib.Path(directory)
     self.path = self.directory / METRICS_FILE
-    self._tensorboardx = import_tensorboardx() if tensorboard else None
+    self._tensorboardx = extras.require("tensorboardX", "tensorboard") if tensorboard else None
     self._writer = None
 
   def open(self, first_step: int) -> None:

@@ -355,6 +355,6 @@ def test_tensorboard_events_hold_the_metrics_rows(config_file_run):
 def test_tensorboard_without_tensorboardx_is_explained(tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, "tensorboardX", None)  # makes the import fail
   config = MetaTrainConfig(**dict(TINY, update_net="sgdm", tensorboard=True))
-  with pytest.raises(ImportError, match=r"pip install 'unf-lopt\[tensorboard\]'"):
+  with pytest.raises(ImportError, match=r'pip install "unf-lopt\[tensorboard\]"'):
     MetaTrainer(config, tmp_path, quiet=True)
   assert not (tmp_path / "config.json").exists()  # refused before anything was written
