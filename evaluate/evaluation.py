@@ -91,7 +91,7 @@ def load_optimizer(name: str, task: tasks_lib.Task):
   if lopt.update_net in ("unf", "nfn", "deepset"):
     params_like = jax.eval_shape(task.init, jax.random.PRNGKey(0))
     lopt = U.NominalLOpt(lopt.update_net, spec=task.spec, params_like=params_like,
-                         hidden=lopt.hidden, depth=lopt.depth)
+                         **lopt.options())
     expected = jax.tree.map(jnp.shape, jax.eval_shape(lopt.init, jax.random.PRNGKey(0)))
     if expected != jax.tree.map(jnp.shape, meta):
       raise OptimizerSpecError(
@@ -284,7 +284,9 @@ def evaluate_optimizers(task_name: str, optimizers: Sequence[str], steps: int, s
   return rows
 
 
-def format_summary(rows: Sequence[dict[str, Any]], threshold: float) -> str:
+def format_summary(rows: Sequence[dict[str, Any]], threshold: float,
+                   final_window: int | None = None) -> str:
+  """The summary as a fixed-width table, with a line that explains its columns."""
   lines = [f"{'optimizer':22s} {'final train loss':>20s} {'test accuracy':>16s} "
            f"{'steps to ' + format(threshold, '.4f'):>16s}"]
   for row in rows:
@@ -293,4 +295,9 @@ def format_summary(rows: Sequence[dict[str, Any]], threshold: float) -> str:
     lines.append(f"{row['optimizer']:22s} {row['final_train_loss']:11.4f} +- "
                  f"{row['final_train_loss_se']:.4f} {100 * row['final_test_accuracy']:9.2f}% +- "
                  f"{100 * row['final_test_accuracy_se']:.2f} {steps:>16s}")
+  window = f"the last {final_window} steps" if final_window else "the last steps"
+  lines.append(
+      f"(final train loss: mean over {window}, +- standard error over seeds; test accuracy at "
+      f"the end; steps to {threshold:.4f}: first step where the smoothed training loss reaches "
+      "it, averaged over the seeds that do, (k/n) = k of n seeds reach it)")
   return "\n".join(lines)

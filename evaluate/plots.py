@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import pathlib
 from collections import defaultdict
 from collections.abc import Sequence
@@ -112,24 +113,39 @@ def _save(figure, out: pathlib.Path) -> list[pathlib.Path]:
   return paths
 
 
-def plot_evaluations(eval_dirs: Sequence[pathlib.Path], out: pathlib.Path,
-                     smooth: int = 20) -> list[pathlib.Path]:
-  """One panel per evaluation directory; returns the written PNG and PDF paths."""
+def plot_curve_panels(panels: Sequence[tuple[str, dict[str, np.ndarray]]], out: pathlib.Path,
+                      smooth: int = 20, columns: int | None = None) -> list[pathlib.Path]:
+  """Training-loss curves (mean ± standard error over seeds), one panel per ``(title, curves)``.
+
+  ``curves`` maps an optimizer's label to its ``[seeds, steps]`` losses (`read_curves`).
+  Panels fill ``columns`` per row (default: all in one row). Returns the PNG and PDF paths.
+  """
   plt = _pyplot()
-  figure, axes = plt.subplots(1, len(eval_dirs), figsize=(5.5 * len(eval_dirs), 4),
-                              squeeze=False)
-  for axis, eval_dir in zip(axes[0], eval_dirs):
-    for name, runs in read_curves(eval_dir).items():
+  columns = columns or len(panels)
+  rows = math.ceil(len(panels) / columns)
+  figure, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4 * rows), squeeze=False)
+  for axis in axes.flat[len(panels):]:
+    axis.set_visible(False)
+  for axis, (title, curves) in zip(axes.flat, panels):
+    for name, runs in curves.items():
       _band(axis, np.arange(1, runs.shape[1] + 1), runs, name, smooth)
     axis.set_yscale("log")
     axis.set_xlabel(f"inner training step (loss averaged over the last {smooth} steps)")
     axis.set_ylabel("training loss")
-    axis.set_title(_title(eval_dir))
+    axis.set_title(title)
     axis.grid(True, which="both", alpha=0.3)
     axis.legend()
   paths = _save(figure, out)
   plt.close(figure)
   return paths
+
+
+def plot_evaluations(eval_dirs: Sequence[pathlib.Path], out: pathlib.Path,
+                     smooth: int = 20) -> list[pathlib.Path]:
+  """One panel per evaluation directory; returns the written PNG and PDF paths."""
+  _pyplot()  # a missing plot extra is named before any file is read
+  panels = [(_title(eval_dir), read_curves(eval_dir)) for eval_dir in eval_dirs]
+  return plot_curve_panels(panels, out, smooth)
 
 
 def plot_meta_training(run_dirs: Sequence[pathlib.Path], out: pathlib.Path,

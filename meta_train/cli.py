@@ -28,12 +28,15 @@ from unf_lopt.meta_train.config import BACKENDS, UPDATE_NETS, MetaTrainConfig
 from unf_lopt.meta_train.outer_loop import NonFiniteMetaParamsError, TrainingInterrupted
 from unf_lopt.spec import SpecError
 from unf_lopt.tasks import command_line as cl
+from unf_lopt.tasks import registry
 
 # Exit status of a command stopped by Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
 
 _HELP = {
     "task": "registered task (see --list-tasks)",
+    "task_options": "JSON object of task options, e.g. '{\"spec\": \"paper\"}' (see "
+                    "docs/concepts/tasks.md)",
     "update_net": f"one of {', '.join(UPDATE_NETS)}",
     "outer_steps": "outer (meta) steps",
     "num_runs": "parallel inner runs (antithetic pairs)",
@@ -45,6 +48,11 @@ _HELP = {
     "schedule": "'constant' or 'cosine' decay of the meta learning rate",
     "clip_norm": "clip meta-gradients by this global norm",
     "hidden": "width of the update network", "depth": "DeepSet layers before the last layer",
+    "momentum": "'accumulate' (m <- g m + grad) or 'ema' (m <- g m + (1 - g) grad, the authors' "
+                "code) for every momentum, the nominal one included",
+    "feature_normalization": "'per_channel' second moments, or 'clip_per_tensor' (the authors' "
+                             "code: clip to [-1, 1], one second moment per tensor)",
+    "initial_beta": "initial output multiplier beta of the update network (authors' code: 1e-4)",
     "seed": "seed of everything random", "num_devices": "devices to shard runs over (0: all)",
     "checkpoint_every": "outer steps between checkpoints",
     "log_every": "outer steps between log lines",
@@ -90,11 +98,18 @@ def _parser() -> cl.CommandParser:
       continue
     parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=field.type
                         if field.type in (int, float, str) else
-                        {"int": int, "float": float, "str": str}[field.type],
+                        {"int": int, "float": float, "str": str,
+                         "dict": cl.json_object}[field.type],
                         default=None, help=f"{_HELP.get(field.name, '')} (default: "
-                        f"{field.default})")
+                        f"{_default(field)})")
   cl.add_list_tasks_flag(parser)
   return parser
+
+
+def _default(field: dataclasses.Field) -> object:
+  if field.default_factory is not dataclasses.MISSING:
+    return field.default_factory()
+  return field.default
 
 
 def _flag(name: str) -> str:
@@ -171,6 +186,16 @@ def _train(parser: cl.CommandParser, args) -> int:
   task_flag, where = "--task", ""
   if "task" not in _flags_given(args) and args.config:
     task_flag, where = "--config", f"{args.config}: "
+  if config.task_options and not config.task.startswith("lo:"):
+    # Names the flag (or file) of an option the task does not take, before any compute.
+    from_file = "task_options" not in _flags_given(args)
+    options_flag = "--config" if from_file else "--task-options"
+    problem = (cl.task_option_error(config.task, config.task_options)
+               if config.task in registry.registered_tasks() else None)
+    if problem:
+      parser.fail(options_flag, f"{args.config}: {problem}" if from_file else problem)
+    cl.build_task(parser, config.task, config.task_options, task_flag=task_flag,
+                  options_flag=options_flag)
   # The trainer checks the task, the spec, the data and the run directory before any compute.
   try:
     trainer = make_trainer(config, args.out, quiet=args.quiet)

@@ -10,7 +10,8 @@ from typing import Any
 import jax
 import optax
 
-from unf_lopt import update_nets
+from unf_lopt import features, update_nets
+from unf_lopt.optimizer import INITIAL_BETA
 from unf_lopt.meta_train.pes import PESConfig
 
 # The learned update networks, plus the two-scalar "sgdm" optimizer (no network).
@@ -20,11 +21,15 @@ UPDATE_NETS = update_nets.META_TRAINABLE
 BACKENDS = ("unf_lopt", "learned_optimization")
 # Settings that may change when a run is resumed: they do not alter its results.
 RESUMABLE_KEYS = ("outer_steps", "checkpoint_every", "log_every", "tensorboard")
+# Settings added after runs were written: left out of the fingerprint while at
+# these defaults, so those runs still resume.
+LATER_DEFAULTS = {"backend": "unf_lopt", "task_options": {}, "momentum": "accumulate",
+                  "feature_normalization": "per_channel", "initial_beta": INITIAL_BETA}
 # Outer steps in a row whose meta-gradient may be non-finite before the update is
 # applied anyway (and the run stops with NonFiniteMetaParamsError).
 MAX_NONFINITE_UPDATES = 10
 
-_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "dict": dict}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,11 +42,17 @@ class MetaTrainConfig:
   The paper does not state the meta learning rate; 1e-3 with global-norm
   clipping at 1.0 is our default.
 
+  ``momentum``, ``feature_normalization`` and ``initial_beta`` are the learned
+  optimizer's options (`unf_lopt.NominalLOpt`): the paper's reading by default,
+  ``"ema"``, ``"clip_per_tensor"`` and ``1e-4`` for the authors' released code.
+
   Raises:
     ValueError: naming the field, for a value of the wrong type or out of range.
   """
 
   task: str = "mlp_fmnist"
+  # Options of `tasks.get_task(task, **task_options)`, e.g. {"spec": "paper"}.
+  task_options: dict = dataclasses.field(default_factory=dict)
   update_net: str = "unf"
   outer_steps: int = 50_000
   num_runs: int = 16
@@ -54,6 +65,9 @@ class MetaTrainConfig:
   clip_norm: float = 1.0
   hidden: int = 32
   depth: int = 3
+  momentum: str = "accumulate"
+  feature_normalization: str = "per_channel"
+  initial_beta: float = INITIAL_BETA
   seed: int = 0
   num_devices: int = 0  # 0: all local devices
   checkpoint_every: int = 500
@@ -68,12 +82,15 @@ class MetaTrainConfig:
     if self.update_net not in UPDATE_NETS:
       raise ValueError(f"unknown update net {self.update_net!r}; expected one of "
                        f"{', '.join(UPDATE_NETS)}")
+    features.check_choice("momentum", self.momentum, features.MOMENTUM_KINDS)
+    features.check_choice("feature_normalization", self.feature_normalization,
+                          features.FEATURE_NORMALIZATIONS)
     if self.schedule not in ("constant", "cosine"):
       raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
     for name in ("outer_steps", "checkpoint_every", "log_every"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-    for name in ("clip_norm", "meta_learning_rate"):
+    for name in ("clip_norm", "meta_learning_rate", "initial_beta"):
       if getattr(self, name) <= 0:
         raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
     for name in ("hidden", "depth", "seed", "num_devices"):
@@ -107,8 +124,9 @@ class MetaTrainConfig:
   def fingerprint(self) -> str:
     """Hash of the settings that determine the results."""
     identity = {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_KEYS}
-    if identity["backend"] == "unf_lopt":
-      del identity["backend"]  # so runs written before the option existed still resume
+    for name, default in LATER_DEFAULTS.items():
+      if identity[name] == default:
+        del identity[name]  # so runs written before the setting existed still resume
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 

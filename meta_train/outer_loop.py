@@ -97,10 +97,12 @@ class OuterTrainer(abc.ABC):
     self.keys = RunKeys(config.seed)
     self.run_dir = (RunDirectory(run_dir, config, resumable=self.resumable)
                     if run_dir is not None else None)
-    self.task = tasks_lib.get_task(config.task)
+    self.task = tasks_lib.get_task(config.task, **config.task_options)
     params_like = jax.eval_shape(self.task.init, jax.random.PRNGKey(0))
     self.lopt = U.NominalLOpt(config.update_net, spec=self.task.spec, params_like=params_like,
-                              hidden=config.hidden, depth=config.depth)
+                              hidden=config.hidden, depth=config.depth, momentum=config.momentum,
+                              feature_normalization=config.feature_normalization,
+                              initial_beta=config.initial_beta)
     # Builds the update network on the task's weight space: a spec that does
     # not fit raises a SpecError naming the tensor and axis, before any compute.
     self.initial_meta_params = self.lopt.init(self.keys.meta_init)

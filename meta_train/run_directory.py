@@ -89,7 +89,8 @@ class RunDirectory:
   def save_checkpoint(self, step: int, lopt: U.NominalLOpt, meta_params: Any,
                       state: Any | None = None) -> pathlib.Path:
     """Checkpoint ``step``: resumable with the training ``state``, else the optimizer alone."""
-    metadata = {"task": self.config.task, "backend": self.config.backend}
+    metadata = {"task": self.config.task, "task_options": self.config.task_options,
+                "backend": self.config.backend}
     if state is not None:
       return checkpoints.save(self.checkpoint_dir, step, state, lopt, meta_params,
                               self.config.fingerprint(), metadata=metadata)
@@ -101,7 +102,9 @@ class RunDirectory:
     """The trained optimizer, in ``optimizer/``."""
     path = self.path / OPTIMIZER_DIR
     U.save_checkpoint(path, lopt, meta_params,
-                      metadata={"task": self.config.task, "backend": self.config.backend,
+                      metadata={"task": self.config.task,
+                                "task_options": self.config.task_options,
+                                "backend": self.config.backend,
                                 "outer_steps": self.config.outer_steps,
                                 "config": self.config.to_dict()})
     return path

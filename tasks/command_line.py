@@ -161,6 +161,28 @@ class _ListTasks(argparse.Action):
     parser.exit(0)
 
 
+def add_fit_flags(parser: argparse.ArgumentParser, *, batch_size: int, batch_unit: str) -> None:
+  """Adds ``--epochs``, ``--batch-size`` and ``--learning-rate`` of a weight-space model's training.
+
+  Shared by the commands that train a model on a dataset of weights (INRs, a zoo).
+  """
+  parser.add_argument("--epochs", type=positive_int, default=10,
+                      help="epochs (the best validation epoch is tested)")
+  parser.add_argument("--batch-size", type=positive_int, default=batch_size,
+                      help=f"{batch_unit} per batch")
+  parser.add_argument("--learning-rate", type=positive_float, default=1e-3,
+                      help="Adam learning rate")
+
+
+def add_equivariant_layer_flags(parser: argparse.ArgumentParser, *, layers: str) -> None:
+  """Adds ``--channels`` and ``--identity-share`` of the equivariant layers named in ``layers``."""
+  parser.add_argument("--channels", type=positive_int, default=16,
+                      help=f"channels of the equivariant layers ({layers})")
+  parser.add_argument("--identity-share", type=open_fraction, default=None,
+                      help="UNF: initial variance share of the identity term (e.g. 0.8; "
+                           "default: all terms alike)")
+
+
 def add_list_tasks_flag(parser: argparse.ArgumentParser) -> None:
   """Adds ``--list-tasks``, which works without the command's required flags."""
   parser.add_argument("--list-tasks", action=_ListTasks)

@@ -11,6 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from unf_lopt.tasks import conv
+
 
 class MLP(nn.Module):
   """ReLU MLP on flattened inputs; the paper's is ``64 -> 32 -> 10``."""
@@ -27,17 +29,35 @@ class MLP(nn.Module):
 
 
 class CNN(nn.Module):
-  """conv3x3(16, stride 2) -> ReLU -> conv3x3(32) -> ReLU -> mean pool -> linear."""
+  """conv3x3(16, stride 2) -> ReLU -> conv3x3(32) -> ReLU -> mean pool -> linear.
+
+  ``conv_impl`` chooses how the convolutions are computed, never what: ``"lax"``
+  is ``nn.Conv`` (``lax.conv_general_dilated``); ``"patches"`` is
+  `tasks.conv.PatchConv`, strided slices and one matmul, which is much faster
+  where inner training is vmapped over per-run parameters on CPU (PES,
+  evaluation over seeds); ``"auto"`` (default) is ``"patches"`` when
+  ``jax.default_backend()`` is ``"cpu"`` and ``"lax"`` otherwise. The layers are
+  ``Conv_0``, ``Conv_1``, ... with the same parameters for every choice, so
+  parameters and checkpoints are interchangeable.
+  """
 
   channels: Sequence[int] = (16, 32)
   strides: Sequence[int] = (2, 1)
   num_classes: int = 10
+  conv_impl: str = "auto"
+
+  def __post_init__(self):
+    if self.conv_impl not in conv.CONV_IMPLS:  # fail at construction, not first trace
+      raise ValueError(f"conv_impl must be one of {', '.join(conv.CONV_IMPLS)}; "
+                       f"got {self.conv_impl!r}")
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, images):
+    conv_layer = nn.Conv if conv.resolve_conv_impl(self.conv_impl) == "lax" else conv.PatchConv
     x = images
-    for width, stride in zip(self.channels, self.strides):
-      x = nn.relu(nn.Conv(width, (3, 3), strides=stride)(x))
+    for index, (width, stride) in enumerate(zip(self.channels, self.strides)):
+      x = nn.relu(conv_layer(width, (3, 3), strides=stride, name=f"Conv_{index}")(x))
     return nn.Dense(self.num_classes)(x.mean(axis=(1, 2)))
 
 
@@ -89,25 +109,63 @@ class RNNLM(nn.Module):
     return nn.Dense(self.vocab_size, name="head")(ReluRNN(self.hidden, name="rnn")(x))
 
 
+class FlatHeadsAttention(nn.Module):
+  """Multi-head self-attention with haiku's parameter layout.
+
+  ``query``, ``key`` and ``value`` are plain ``Dense(num_heads * key_size)``
+  (kernel ``[d_model, heads * key_size]``) and ``out`` maps the concatenated
+  heads back (kernel ``[heads * key_size, d_model]``). The function, and the
+  initial distribution of every weight, are those of flax's
+  ``MultiHeadDotProductAttention``, whose kernels keep heads on their own axis
+  (``[d_model, heads, key_size]``). The UNF paper's Transformer spec names the
+  flattened axis, so it needs this layout.
+  """
+
+  num_heads: int = 4
+  key_size: int = 32
+
+  @nn.compact
+  def __call__(self, x, mask):
+    width = self.num_heads * self.key_size
+
+    def heads(name):
+      y = nn.Dense(width, name=name)(x)
+      return y.reshape(*y.shape[:-1], self.num_heads, self.key_size)
+
+    y = nn.dot_product_attention(heads("query"), heads("key"), heads("value"), mask=mask)
+    return nn.Dense(x.shape[-1], name="out")(y.reshape(*y.shape[:-2], width))
+
+
 class Block(nn.Module):
-  """Pre-LayerNorm Transformer block: causal self-attention and a GELU MLP."""
+  """Pre-LayerNorm Transformer block: causal self-attention and a GELU MLP.
+
+  ``flat_heads=True`` stores the attention weights as `FlatHeadsAttention`
+  (same function).
+  """
 
   num_heads: int = 4
   key_size: int = 32
   mlp_dim: int = 128
+  flat_heads: bool = False
 
   @nn.compact
   def __call__(self, x, mask):
-    attention = nn.MultiHeadDotProductAttention(
-        num_heads=self.num_heads, qkv_features=self.num_heads * self.key_size,
-        out_features=x.shape[-1])
+    if self.flat_heads:
+      attention = FlatHeadsAttention(self.num_heads, self.key_size)
+    else:
+      attention = nn.MultiHeadDotProductAttention(
+          num_heads=self.num_heads, qkv_features=self.num_heads * self.key_size,
+          out_features=x.shape[-1])
     x = x + attention(nn.LayerNorm()(x), mask=mask)
     hidden = nn.gelu(nn.Dense(self.mlp_dim)(nn.LayerNorm()(x)))
     return x + nn.Dense(x.shape[-1])(hidden)
 
 
 class TransformerLM(nn.Module):
-  """Decoder-only LM without positional embedding; final LayerNorm, linear head."""
+  """Decoder-only LM without positional embedding; final LayerNorm, linear head.
+
+  ``flat_heads=True``: attention weights in haiku's layout (`FlatHeadsAttention`).
+  """
 
   vocab_size: int = 32_000
   d_model: int = 32
@@ -115,6 +173,7 @@ class TransformerLM(nn.Module):
   num_heads: int = 4
   key_size: int = 32
   mlp_dim: int = 128
+  flat_heads: bool = False
 
   @nn.compact
   def __call__(self, tokens):
@@ -122,7 +181,7 @@ class TransformerLM(nn.Module):
     mask = nn.make_causal_mask(tokens)
     x = nn.Embed(self.vocab_size, self.d_model)(tokens)
     for _ in range(self.num_blocks):
-      x = Block(self.num_heads, self.key_size, self.mlp_dim)(x, mask)
+      x = Block(self.num_heads, self.key_size, self.mlp_dim, self.flat_heads)(x, mask)
     return nn.Dense(self.vocab_size)(nn.LayerNorm()(x))
 
 

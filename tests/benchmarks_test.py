@@ -41,11 +41,28 @@ def test_meta_train_benchmark_runs(capsys):
   bench_meta_train.main(["--task", "tiny_mlp", "--update-nets", "sgdm", "--devices", "1,2",
                          "--num-runs", "4", "--trunc-length", "3", "--steps", "1"])
   lines = capsys.readouterr().out.strip().splitlines()
-  assert lines[-3].split()[:2] == ["update", "net"]
+  assert lines[-3].split()[:3] == ["task", "update", "net"]
   rows = [line.split() for line in lines[-2:]]
-  assert [row[:2] for row in rows] == [["sgdm", "1"], ["sgdm", "2"]]
+  # task, update net, conv impl ("-": the task has none), devices.
+  assert [row[:4] for row in rows] == [["tiny_mlp", "sgdm", "-", "1"],
+                                       ["tiny_mlp", "sgdm", "-", "2"]]
   # "vs 1 device" is each row's outer/s over the 1-device row's (both as printed, 2 decimals).
-  outer_per_second = [float(row[3]) for row in rows]
-  ratios = [float(row[-1].rstrip("x")) for row in rows]
+  outer_per_second = [float(row[5]) for row in rows]
+  ratios = [float(row[-2].rstrip("x")) for row in rows]
   for outer, ratio in zip(outer_per_second, ratios):
     assert ratio == pytest.approx(outer / outer_per_second[0], rel=0.01, abs=0.006)
+
+
+@pytest.mark.slow
+def test_meta_train_benchmark_times_each_conv_impl(capsys):
+  bench_meta_train.main(["--task", "tiny_cnn", "--update-nets", "sgdm", "--devices", "1",
+                         "--num-runs", "2", "--trunc-length", "2", "--steps", "1",
+                         "--repeats", "1"])
+  rows = [line.split() for line in capsys.readouterr().out.strip().splitlines()[-2:]]
+  assert [row[:4] for row in rows] == [["tiny_cnn", "sgdm", "lax", "1"],
+                                       ["tiny_cnn", "sgdm", "patches", "1"]]
+  # "vs first" is each row's outer/s over the lax row's.
+  outer_per_second = [float(row[5]) for row in rows]
+  assert float(rows[0][-1].rstrip("x")) == 1.0
+  assert float(rows[1][-1].rstrip("x")) == pytest.approx(outer_per_second[1] / outer_per_second[0],
+                                                         rel=0.01, abs=0.006)

@@ -137,6 +137,10 @@ def test_evaluate_rejects_an_out_that_is_a_file(files, capsys):
     (["--config", "JSON:[1, 2]"], "run.json"),
     (["--config", "YAML:outer_steps: [5\n"], "run.yaml"),
     (["--config", "YAML:bogus: 1\n"], "run.yaml"),
+    (["--task", "tiny_mlp", "--task-options", '{"hiden": 3}'], "--task-options"),
+    (["--task", "tiny_mlp", "--task-options", '{"spec": "wrong"}'], "--task-options"),
+    (["--task", "tiny_mlp", "--task-options", "[1]"], "--task-options"),
+    (["--config", "YAML:task: tiny_mlp\ntask_options: {hiden: 3}\n"], "run.yaml"),
 ])
 def test_meta_train_rejects_bad_flags_and_config_files(argv, named, files, capsys):
   for index, value in enumerate(argv):

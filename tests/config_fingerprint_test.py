@@ -22,7 +22,9 @@ CHANGED = {"task": "tiny_rnn", "update_net": "unf", "outer_steps": 7, "num_runs"
            "trunc_length": 10, "horizon": 100, "sigma": 0.02, "meta_loss": "final",
            "meta_learning_rate": 3e-4, "schedule": "cosine", "clip_norm": 2.0, "hidden": 16,
            "depth": 2, "seed": 1, "num_devices": 2, "checkpoint_every": 5, "log_every": 3,
-           "backend": "learned_optimization", "tensorboard": True}
+           "backend": "learned_optimization", "tensorboard": True, "momentum": "ema",
+           "feature_normalization": "clip_per_tensor", "initial_beta": 1e-4,
+           "task_options": {"spec": "paper"}}
 
 # Written by the code before `backend` existed (commit b346b3f^): runs it started must resume.
 RECORDED = {(): "4a76bf1216bc2171", tuple(sorted(BASE.items())): "5104eefd8561b3ac"}

@@ -61,6 +61,18 @@ def test_equivariance_under_random_permutations(space, layer_name):
     assert max_difference(permuted_then_layer, layer_then_permuted) < 1e-5
 
 
+@pytest.mark.slow
+def test_unf_equivariance_keeps_the_blocks_of_a_two_block_transformer_apart():
+  params, spec = weight_spaces.transformer(blocks=2)
+  features = random_features(params, channels=2)
+  _, forward = init_and_apply(U.UNFLinear(2), features, spec)
+  perms = sample_permutations(np.random.default_rng(4), spec, params)
+  permuted_then_layer = forward(permute(features, spec, perms, trailing_dims=1))
+  layer_then_permuted = permute(forward(features), spec, perms, trailing_dims=1)
+  assert {"mlp0", "mlp1"} <= set(perms)  # each block's hidden axis is permuted on its own
+  assert max_difference(permuted_then_layer, layer_then_permuted) < 1e-5
+
+
 @pytest.mark.parametrize("space", ["mlp", "cnn", "cnn_fixed"])
 def test_nfn_equivariance(space):
   params, spec = weight_spaces.ALL[space]()
@@ -169,7 +181,7 @@ def test_parameter_counts_match_the_paper():
 
 
 def test_auto_order_projects_thin_outputs_and_agrees_with_pool_first():
-  params, spec = weight_spaces.transformer()
+  params, spec = weight_spaces.transformer(blocks=1)
   features = random_features(params, channels=8)
   auto, pool_first = U.UNFLinear(1), U.UNFLinear(1, order="pool_first")
   variables, auto_forward = init_and_apply(auto, features, spec)
@@ -181,7 +193,7 @@ def test_auto_order_projects_thin_outputs_and_agrees_with_pool_first():
 
 @pytest.mark.parametrize("order", ["pool_first", "project_first"])
 def test_matrix_vector_pooling_agrees_with_native_reductions(monkeypatch, order):
-  params, spec = weight_spaces.transformer()
+  params, spec = weight_spaces.transformer(blocks=1)
   features = random_features(params, channels=3)
   layer = U.UNFLinear(2, order=order)
   variables, forward = init_and_apply(layer, features, spec)

@@ -70,11 +70,11 @@ def test_beta_zero_is_sgd_with_momentum(kind):
       np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
-SPACES = {**weight_spaces.ALL, "transformer_1_block": lambda: weight_spaces.transformer(blocks=1)}
+SPACES = {**weight_spaces.ALL, "transformer_2_blocks": lambda: weight_spaces.transformer(blocks=2)}
 CASES = [("unf", "mlp"), ("nfn", "mlp"), ("unf", "cnn"), ("nfn", "cnn_fixed"), ("unf", "rnn"),
-         ("unf", "transformer_1_block"),
+         ("unf", "transformer"),
          # Compiling the UNF step of two blocks takes four times as long as of one.
-         pytest.param("unf", "transformer", marks=pytest.mark.slow)]
+         pytest.param("unf", "transformer_2_blocks", marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize("kind,space", CASES)

@@ -159,7 +159,8 @@ def test_random_offsets_desynchronise_runs_and_episodes_reset_at_the_horizon():
 
 EIGHT_DEVICES = textwrap.dedent("""
     import jax, numpy as np
-    import unf_lopt as U, tasks
+    import unf_lopt as U
+    from unf_lopt import tasks
     from unf_lopt.meta_train.inner import InnerProblem
     from unf_lopt.meta_train.pes import PESConfig, TruncatedPES, run_mesh
     assert len(jax.devices()) == 8, jax.devices()

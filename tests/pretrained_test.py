@@ -54,3 +54,29 @@ def test_pretrained_optimizer_trains_its_task(name):
   assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(params))
   assert int(state.skipped_steps) == 0
   assert float(task.loss(params, batch)) < first  # it fits the (random) batch
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_info_rebuilds_the_training_task_and_fits_the_optimizer(name):
+  info = U.pretrained_info(name)
+  task = tasks.get_task(info["task"], **info["task_options"])
+  assert info["spec"] in ("true", "paper") and info["num_steps"] > 0
+  lopt, meta = U.pretrained(name)
+  if lopt.update_net != "sgdm":
+    # The shipped meta-parameters have exactly the shapes this task's spec asks for.
+    params_like = jax.eval_shape(task.init, jax.random.PRNGKey(0))
+    rebuilt = U.NominalLOpt(lopt.update_net, spec=task.spec, params_like=params_like,
+                            **lopt.options())
+    expected = jax.eval_shape(rebuilt.init, jax.random.PRNGKey(0))
+    assert jax.tree.map(np.shape, expected) == jax.tree.map(np.shape, meta)
+
+
+def test_info_names_a_missing_key_and_an_unknown_optimizer(tmp_path, monkeypatch):
+  (tmp_path / "x_opt").mkdir()
+  (tmp_path / "x_opt" / "optimizer.json").write_text("{}")
+  (tmp_path / "x_opt" / "info.json").write_text('{"task": "mlp_fmnist", "spec": "true"}')
+  monkeypatch.setattr(pretrained_module, "SHIPPED", tmp_path)
+  with pytest.raises(ValueError, match="task_options, num_steps"):
+    U.pretrained_info("x_opt")
+  with pytest.raises(KeyError, match="x_opt"):
+    U.pretrained_info("y_opt")

@@ -6,7 +6,7 @@ from unf_lopt.layers import (DeepSetLinear, InvariantPool, NFNLinear, UNFLinear,
 from unf_lopt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from unf_lopt.optax_adapter import as_optax
 from unf_lopt.optimizer import NominalLOpt
-from unf_lopt.pretrained import available_pretrained, pretrained
+from unf_lopt.pretrained import available_pretrained, pretrained, pretrained_info
 from unf_lopt.spec_inference import infer_spec
 from unf_lopt.update_nets import UpdateNet
 from unf_lopt.spec import (FIXED, SpecError, attention_spec, conv_spec, dense_spec,
@@ -39,6 +39,7 @@ __all__ = [
     "num_basis_terms",
     "pointwise",
     "pretrained",
+    "pretrained_info",
     "recurrent_cell_spec",
     "save_checkpoint",
     "valid_partitions",

@@ -2,9 +2,11 @@
 
 A checkpoint is a directory holding
 
-* ``optimizer.json``: the format tag and version, the optimizer kind and
-  architecture, its weight-space spec, free-form ``metadata``, the versions
-  that wrote it, and the SHA-256 of the parameter file;
+* ``optimizer.json``: the format tag and version, the optimizer kind, its
+  options (architecture, ``momentum``, ``feature_normalization``,
+  ``initial_beta``: `unf_lopt.NominalLOpt.options`), its weight-space spec,
+  free-form ``metadata``, the versions that wrote it, and the SHA-256 of the
+  parameter file;
 * ``meta_params.msgpack``: the meta-parameters (``flax.serialization``'s
   msgpack encoding of plain arrays, which cannot run code when read).
 
@@ -13,6 +15,12 @@ It is written to a staging sibling directory, fsynced and renamed into place
 previous checkpoint intact. Loading checks the tag, the version and the
 checksum, and raises :class:`CheckpointError` naming the file for anything
 truncated, corrupted or foreign.
+
+Format versions: 1 has no ``momentum`` / ``feature_normalization`` /
+``initial_beta`` (they load as the defaults). An optimizer whose momentum or
+feature normalisation is not the default is written as version 2, which an
+unf-lopt too old to know the options refuses instead of running it with the
+wrong features; every other checkpoint is still written as version 1.
 
 Example:
   >>> import tempfile, jax, unf_lopt
@@ -39,11 +47,18 @@ import jax
 import numpy as np
 
 from unf_lopt.atomic import atomic_directory
-from unf_lopt.optimizer import NominalLOpt
+from unf_lopt.optimizer import INITIAL_BETA, NominalLOpt
 
 PyTree = Any
 FORMAT = "unf-lopt-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # what an optimizer with the default momentum and features is written as
+OPTIONS_FORMAT_VERSION = 2  # a non-default momentum or feature normalisation
+READABLE_VERSIONS = (FORMAT_VERSION, OPTIONS_FORMAT_VERSION)
+# What a version-1 checkpoint, written before the options existed, was trained with.
+DEFAULT_OPTIONS = {"momentum": "accumulate", "feature_normalization": "per_channel",
+                   "initial_beta": INITIAL_BETA}
+# The options that change the update rule, not only the initial meta-parameters.
+_RULE_OPTIONS = ("momentum", "feature_normalization")
 CONFIG_FILE = "optimizer.json"
 PARAMS_FILE = "meta_params.msgpack"
 
@@ -88,9 +103,12 @@ def save_checkpoint(path: str | os.PathLike, lopt: NominalLOpt, meta_params: PyT
   path = Path(path)
   payload = flax.serialization.msgpack_serialize(
       jax.tree.map(np.asarray, flax.serialization.to_state_dict(meta_params)))
+  options = lopt.options()
+  changes_the_rule = any(options[name] != DEFAULT_OPTIONS[name] for name in _RULE_OPTIONS)
   config = {
-      "format": FORMAT, "format_version": FORMAT_VERSION,
-      "update_net": lopt.update_net, "hidden": lopt.hidden, "depth": lopt.depth,
+      "format": FORMAT,
+      "format_version": OPTIONS_FORMAT_VERSION if changes_the_rule else FORMAT_VERSION,
+      "update_net": lopt.update_net, **options,
       "spec": _stored_spec(lopt), "metadata": dict(metadata or {}),
       "versions": {"jax": jax.__version__, "flax": flax.__version__, "numpy": np.__version__},
       "meta_params_sha256": hashlib.sha256(payload).hexdigest(),
@@ -123,9 +141,9 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[NominalLOpt, PyTree]:
                           "truncated or corrupted") from error
   if not isinstance(config, dict) or config.get("format") != FORMAT:
     raise CheckpointError(f"'{config_path}' is not an unf-lopt checkpoint (format tag missing)")
-  if config.get("format_version") != FORMAT_VERSION:
+  if config.get("format_version") not in READABLE_VERSIONS:
     raise CheckpointError(f"'{config_path}' has format version {config.get('format_version')}; "
-                          f"this unf-lopt reads version {FORMAT_VERSION}")
+                          f"this unf-lopt reads versions {READABLE_VERSIONS}")
   payload = params_path.read_bytes()
   if hashlib.sha256(payload).hexdigest() != config.get("meta_params_sha256"):
     raise CheckpointError(f"'{params_path}' does not match the checksum in {CONFIG_FILE}; "
@@ -137,8 +155,12 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[NominalLOpt, PyTree]:
   spec = config.get("spec")
   if spec is not None and spec != "infer":
     spec = _spec_from_json(spec)
-  lopt = NominalLOpt(config["update_net"], spec=spec, hidden=config["hidden"],
-                     depth=config["depth"])
+  options = {name: config.get(name, default) for name, default in DEFAULT_OPTIONS.items()}
+  try:
+    lopt = NominalLOpt(config["update_net"], spec=spec, hidden=config["hidden"],
+                       depth=config["depth"], **options)
+  except (KeyError, TypeError, ValueError) as error:
+    raise CheckpointError(f"'{config_path}' describes no valid optimizer ({error!r})") from error
   return lopt, meta_params
 
 

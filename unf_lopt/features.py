@@ -2,17 +2,29 @@
 
 For every parameter entry the update network sees 19 channels:
 
-* the weight, the gradient, and six momentum accumulators
-  ``m <- g * m + grad`` with ``g`` in ``MOMENTUM_DECAYS`` (the accumulator form
-  of the paper's update rule, not an EMA);
+* the weight, the gradient, and six momenta with decay ``g`` in
+  ``MOMENTUM_DECAYS``: by default accumulators ``m <- g * m + grad`` (the
+  paper's update rule), or with ``momentum="ema"`` exponential moving averages
+  ``m <- g * m + (1 - g) * grad`` (the authors' released code,
+  learned_optimization's ``rolling_mom``);
 * an 11-dimensional embedding of the step, ``tanh(t / tau - 1)`` for ``tau``
   in ``TIME_SCALES`` (learned_optimization's choice; the paper does not give
   the frequencies), identical for every entry.
 
-The first eight channels are normalised per tensor and channel by their
-second moment, ``x / sqrt(mean(x**2) + eps)``. A mean over all entries of a
-tensor is invariant to permuting them, so equivariance is kept; it makes the
-features scale-free across tasks and through training (MLPLOpt does the same).
+The first eight channels are normalised per tensor, in one of two ways
+(``FEATURE_NORMALIZATIONS``):
+
+* ``"per_channel"`` (default): every channel by its own second moment,
+  ``x / sqrt(mean(x**2) + 1e-12)`` with the mean over the tensor's entries
+  (MLPLOpt does the same);
+* ``"clip_per_tensor"`` (the authors' released code): clip to ``[-1, 1]``, then
+  divide by ONE second moment taken over all entries and all eight channels
+  together, ``x / sqrt(mean(x**2) + 1e-5)``, so the channels keep their
+  relative sizes.
+
+A mean over all entries of a tensor is invariant to permuting them, so either
+way equivariance is kept, and the features are scale-free across tasks and
+through training.
 
 Example:
   >>> import jax.numpy as jnp
@@ -21,6 +33,9 @@ Example:
   >>> momenta = update_momenta(momenta, params)
   >>> build_features(params, params, momenta, step=0)["w"].shape
   (3, 2, 19)
+  >>> ema = update_momenta(init_momenta(params), params, momentum="ema")
+  >>> round(float(ema[2]["w"][0, 0]), 6)  # g = 0.9: (1 - 0.9) * grad
+  0.1
 """
 
 from __future__ import annotations
@@ -36,16 +51,36 @@ MOMENTUM_DECAYS = (0.1, 0.5, 0.9, 0.99, 0.999, 0.9999)
 TIME_SCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5)
 NUM_FEATURES = 2 + len(MOMENTUM_DECAYS) + len(TIME_SCALES)  # 19
 NORMALIZATION_EPS = 1e-12
+# learned_optimization's `_second_moment_normalizer` default, used by "clip_per_tensor".
+CLIP_PER_TENSOR_EPS = 1e-5
+# "accumulate": m <- g m + grad (ours, the paper's formula); "ema": m <- g m + (1 - g) grad.
+MOMENTUM_KINDS = ("accumulate", "ema")
+FEATURE_NORMALIZATIONS = ("per_channel", "clip_per_tensor")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+  """Raises ValueError naming ``name`` unless ``value`` is one of ``choices``."""
+  if value not in choices:
+    raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def momentum_step(decay, moment, grad, momentum: str = "accumulate"):
+  """One momentum update: ``decay * moment + grad``, or ``... + (1 - decay) * grad`` for "ema"."""
+  check_choice("momentum", momentum, MOMENTUM_KINDS)
+  if momentum == "ema":
+    return decay * moment + (1 - decay) * grad
+  return decay * moment + grad
 
 
 def init_momenta(params: PyTree) -> tuple[PyTree, ...]:
-  """One zero accumulator per momentum decay."""
+  """One zero momentum pytree per momentum decay."""
   return tuple(jax.tree.map(jnp.zeros_like, params) for _ in MOMENTUM_DECAYS)
 
 
-def update_momenta(momenta: tuple[PyTree, ...], grads: PyTree) -> tuple[PyTree, ...]:
-  """``m <- g * m + grad`` for every decay ``g``."""
-  return tuple(jax.tree.map(lambda m, g, d=decay: d * m + g, moment, grads)
+def update_momenta(momenta: tuple[PyTree, ...], grads: PyTree,
+                   momentum: str = "accumulate") -> tuple[PyTree, ...]:
+  """`momentum_step` for every decay ``g`` in ``MOMENTUM_DECAYS``."""
+  return tuple(jax.tree.map(lambda m, g, d=decay: momentum_step(d, m, g, momentum), moment, grads)
                for decay, moment in zip(MOMENTUM_DECAYS, momenta))
 
 
@@ -60,14 +95,37 @@ def second_moment_normalize(x: jax.Array) -> jax.Array:
   return x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=axes, keepdims=True) + NORMALIZATION_EPS)
 
 
+def clip_per_tensor_normalize(x: jax.Array) -> jax.Array:
+  """Clips ``x`` to ``[-1, 1]``, then divides it by its root mean square over ALL axes.
+
+  One scale for the whole tensor, channels included (the authors' released
+  code, ``ResidualOpt`` in learned_optimization's ``research/univ_nfn``).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> clip_per_tensor_normalize(jnp.array([[3.0, 0.0], [0.0, 0.0]])).round(3).tolist()
+    [[2.0, 0.0], [0.0, 0.0]]
+  """
+  clipped = jnp.clip(x, -1.0, 1.0)
+  return clipped * jax.lax.rsqrt(jnp.mean(jnp.square(clipped)) + CLIP_PER_TENSOR_EPS)
+
+
+def normalize_features(x: jax.Array, feature_normalization: str = "per_channel") -> jax.Array:
+  """``x`` (``[*shape, C]``) normalised the ``feature_normalization`` way (module docstring)."""
+  check_choice("feature_normalization", feature_normalization, FEATURE_NORMALIZATIONS)
+  if feature_normalization == "clip_per_tensor":
+    return clip_per_tensor_normalize(x)
+  return second_moment_normalize(x)
+
+
 def build_features(params: PyTree, grads: PyTree, momenta: tuple[PyTree, ...],
-                   step: jax.Array) -> PyTree:
+                   step: jax.Array, feature_normalization: str = "per_channel") -> PyTree:
   """The 19-channel features of every entry: ``[*shape, 19]`` per tensor."""
   clock = time_embedding(step)
 
   def per_tensor(w, g, *moments):
     raw = jnp.stack([w, g, *moments], axis=-1).astype(jnp.float32)
-    normalized = second_moment_normalize(raw)
+    normalized = normalize_features(raw, feature_normalization)
     return jnp.concatenate([normalized, jnp.broadcast_to(clock, (*w.shape, clock.size))], -1)
 
   return jax.tree.map(per_tensor, params, grads, *momenta)

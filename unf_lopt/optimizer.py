@@ -8,6 +8,13 @@ and ``g0``, stored as ``log_alpha``, ``log_beta`` and ``logit_g0`` so that
 ``alpha, beta > 0`` and ``0 < g0 < 1`` (initial values 0.1, 0.001, 0.9). ``g0``
 is learned, so its accumulator is kept apart from the six fixed ones.
 
+Three details where the authors' released code (learned_optimization's
+``research/univ_nfn``) differs from the paper's text are options of
+`NominalLOpt`, defaulting to the paper's reading: ``momentum="ema"`` (every
+momentum, the nominal one included, is ``m <- g * m + (1 - g) * grad``, so the
+nominal term starts 10x smaller), ``feature_normalization="clip_per_tensor"``
+(see `unf_lopt.features`) and ``initial_beta=1e-4``.
+
 The interface follows learned_optimization (``LearnedOptimizer.init`` ->
 meta-params, ``opt_fn(meta_params)`` -> an ``Optimizer`` with pure
 ``init`` / ``update`` / ``get_params``):
@@ -44,6 +51,8 @@ from unf_lopt.update_nets import UPDATE_NETS, UpdateNet
 PyTree = Any
 KINDS = (*UPDATE_NETS, "sgdm", "adam")
 INITIAL_ALPHA, INITIAL_BETA, INITIAL_G0 = 0.1, 1e-3, 0.9
+MOMENTUM_KINDS = features_lib.MOMENTUM_KINDS
+FEATURE_NORMALIZATIONS = features_lib.FEATURE_NORMALIZATIONS
 ADAM_LEARNING_RATE = 1e-3  # optax's usual default; not meta-tuned
 
 
@@ -52,8 +61,8 @@ class NominalState:
   """State of the nominal-term optimizer; a pytree with a fixed structure."""
 
   params: PyTree
-  momenta: tuple  # one accumulator pytree per features.MOMENTUM_DECAYS
-  nominal_momentum: PyTree  # the accumulator of the learned decay g0
+  momenta: tuple  # one momentum pytree per features.MOMENTUM_DECAYS
+  nominal_momentum: PyTree  # the momentum of the learned decay g0
   step: jax.Array
   skipped_steps: jax.Array
   num_steps: jax.Array
@@ -116,16 +125,18 @@ class NominalOptimizer:
 
   def direction(self, state: NominalState, grads: PyTree) -> tuple[PyTree, NominalState]:
     """The step ``alpha * (m_g0 + beta * f)`` (subtract it) and the advanced state."""
-    meta = self.meta_params
+    meta, lopt = self.meta_params, self.lopt
     alpha = jnp.exp(meta["log_alpha"])
     g0 = jax.nn.sigmoid(meta["logit_g0"])
-    nominal = jax.tree.map(lambda m, g: g0 * m + g, state.nominal_momentum, grads)
-    momenta = features_lib.update_momenta(state.momenta, grads)
-    if self.lopt.update_net in UPDATE_NETS:
+    nominal = jax.tree.map(lambda m, g: features_lib.momentum_step(g0, m, g, lopt.momentum),
+                           state.nominal_momentum, grads)
+    momenta = features_lib.update_momenta(state.momenta, grads, lopt.momentum)
+    if lopt.update_net in UPDATE_NETS:
       beta = jnp.exp(meta["log_beta"])
-      inputs = features_lib.build_features(state.params, grads, momenta, state.step)
-      spec = self.lopt.resolve_spec(state.params)
-      learned = UpdateNet(self.lopt.update_net, self.lopt.hidden, self.lopt.depth).apply(
+      inputs = features_lib.build_features(state.params, grads, momenta, state.step,
+                                           lopt.feature_normalization)
+      spec = lopt.resolve_spec(state.params)
+      learned = UpdateNet(lopt.update_net, lopt.hidden, lopt.depth).apply(
           meta["update_net"], inputs, spec)
       step = jax.tree.map(lambda m, f: alpha * (m + beta * f.astype(m.dtype)), nominal, learned)
     else:
@@ -175,21 +186,66 @@ class NominalLOpt:
       by ``init`` for ``unf`` and ``nfn`` whose size depends on the weight space.
     hidden: width of the update network's DeepSet trunk.
     depth: number of DeepSet layers in the trunk, before the last layer.
+    momentum: ``"accumulate"`` (default, the paper's ``m <- g * m + grad``) or
+      ``"ema"`` (the authors' code, ``m <- g * m + (1 - g) * grad``), for the
+      six feature momenta and the nominal momentum alike; so ``"sgdm"`` with
+      ``"ema"`` takes steps ``1 - g0`` times as large (10x smaller at init).
+      Not used by ``"adam"``.
+    feature_normalization: ``"per_channel"`` (default: each input channel by
+      its own second moment per tensor) or ``"clip_per_tensor"`` (the authors'
+      code: clip to [-1, 1], then one second moment per tensor over all
+      channels, eps 1e-5); see `unf_lopt.features`. Used by the update nets only.
+    initial_beta: initial value of the output multiplier ``beta`` (default
+      1e-3, the paper's; the authors' code starts at 1e-4). Only the initial
+      meta-parameters depend on it.
+
+  Example:
+    >>> import jax
+    >>> lopt = NominalLOpt("deepset", momentum="ema", feature_normalization="clip_per_tensor",
+    ...                    initial_beta=1e-4)
+    >>> round(float(jax.numpy.exp(lopt.init(jax.random.PRNGKey(0))["log_beta"])), 6)
+    0.0001
+    >>> sorted(lopt.options().items())[:3]
+    [('depth', 3), ('feature_normalization', 'clip_per_tensor'), ('hidden', 32)]
   """
 
   def __init__(self, update_net: str = "unf", spec: PyTree | Callable | str | None = None,
-               params_like: PyTree | None = None, hidden: int = 32, depth: int = 3):
+               params_like: PyTree | None = None, hidden: int = 32, depth: int = 3,
+               momentum: str = "accumulate", feature_normalization: str = "per_channel",
+               initial_beta: float = INITIAL_BETA):
     if update_net not in KINDS:
       raise ValueError(f"unknown update_net {update_net!r}; expected one of {KINDS}")
     if update_net in ("unf", "nfn") and spec is None:
       raise ValueError(f"update_net={update_net!r} needs the weight-space spec: pass spec=... "
                        "(a spec pytree, a callable of the params, or 'infer')")
+    features_lib.check_choice("momentum", momentum, MOMENTUM_KINDS)
+    features_lib.check_choice("feature_normalization", feature_normalization,
+                              FEATURE_NORMALIZATIONS)
+    try:
+      beta_is_positive = 0 < float(initial_beta) < math.inf
+    except (TypeError, ValueError):
+      beta_is_positive = False
+    if not beta_is_positive:
+      raise ValueError(f"initial_beta must be a positive number (beta is stored as its log), "
+                       f"got {initial_beta!r}")
     self.update_net = update_net
     self.spec = spec
     self.params_like = params_like
     self.hidden = hidden
     self.depth = depth
+    self.momentum = momentum
+    self.feature_normalization = feature_normalization
+    self.initial_beta = float(initial_beta)
 
+  def options(self) -> dict[str, Any]:
+    """The constructor options besides ``update_net``, ``spec`` and ``params_like``.
+
+    What checkpoints store, and what rebuilding the optimizer on another
+    weight space keeps: ``NominalLOpt(kind, spec=..., params_like=..., **lopt.options())``.
+    """
+    return {"hidden": self.hidden, "depth": self.depth, "momentum": self.momentum,
+            "feature_normalization": self.feature_normalization,
+            "initial_beta": self.initial_beta}
   @property
   def name(self) -> str:
     return f"NominalLOpt_{self.update_net}"
@@ -224,7 +280,7 @@ class NominalLOpt:
           lambda p: jnp.zeros((*jnp.shape(p), features_lib.NUM_FEATURES), jnp.float32), like)
       net = UpdateNet(self.update_net, self.hidden, self.depth)
       meta["update_net"] = jax.jit(lambda k: net.init(k, inputs, spec))(key)
-      meta["log_beta"] = jnp.asarray(math.log(INITIAL_BETA), jnp.float32)
+      meta["log_beta"] = jnp.asarray(math.log(self.initial_beta), jnp.float32)
     return meta
 
   def opt_fn(self, meta_params: PyTree, is_training: bool = False):

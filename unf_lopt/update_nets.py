@@ -4,8 +4,12 @@
 head is ``DS[1]`` (``deepset``), ``UNF[1]`` (``unf``) or ``NFN[1]`` (``nfn``).
 The output is one number per parameter entry, a pytree shaped like the params.
 
-The NFN head carries a bias so that the MLP count of Table 3 (3,783) holds;
-Table 3's CNN NFN count (41,603) is the bias-free layer (22 fewer).
+The NFN head carries a bias by default (``nfn_head_bias=True``), so that the
+MLP row of the UNF paper's Table 3 (3,783 with the 3 learned scalars) holds;
+Table 3's CNN row (41,603) is the bias-free head, ``nfn_head_bias=False``
+(41,625 with the bias, 22 more: 9 per 3x3 kernel, as filter taps are
+channels of the NP layer, and 1 per dense kernel and per bias tensor). The
+paper's rows are thus not consistent with one layer.
 """
 
 from __future__ import annotations
@@ -33,11 +37,14 @@ class UpdateNet(nn.Module):
     head: ``"deepset"``, ``"unf"`` or ``"nfn"``.
     hidden: width of the DeepSet trunk.
     depth: number of hidden DeepSet layers.
+    nfn_head_bias: whether the ``nfn`` head has a bias (Table 3's MLP row: yes,
+      its CNN row: no); other heads always have one.
   """
 
   head: str = "unf"
   hidden: int = 32
   depth: int = 3
+  nfn_head_bias: bool = True
 
   @nn.compact
   def __call__(self, features: PyTree, spec: PyTree) -> PyTree:
@@ -48,5 +55,5 @@ class UpdateNet(nn.Module):
     for _ in range(self.depth):
       x = relu(DeepSetLinear(self.hidden)(x, spec))
     head = {"deepset": lambda: DeepSetLinear(1), "unf": lambda: UNFLinear(1),
-            "nfn": lambda: NFNLinear(1, use_bias=True)}[self.head]()
+            "nfn": lambda: NFNLinear(1, use_bias=self.nfn_head_bias)}[self.head]()
     return jax.tree.map(lambda y: y[..., 0], head(x, spec))

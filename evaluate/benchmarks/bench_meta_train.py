@@ -1,15 +1,28 @@
-"""Benchmark: PES meta-training throughput per update network, and device scaling.
+"""Benchmark: PES meta-training throughput per task and update network, and device scaling.
 
-For each update network, on one task at the paper's PES settings (16 runs,
-truncation 50), from one run: compile time, outer steps/s, inner steps/s
+For each task and update network, by default at the paper's PES settings (16
+runs, truncation 50), from one run: compile time, outer steps/s, inner steps/s
 (both antithetic particles of every run count), and the speed with the runs
 sharded over N devices as a ratio to 1 device. Each device count runs in its
 own process (on CPU, ``--xla_force_host_platform_device_count`` makes N
 virtual devices that share the machine's cores).
 
+A task with a ``conv_impl`` option (the CNN tasks, see `tasks.models.CNN`) is
+timed with each of ``--conv-impls`` (default ``lax,patches``: ``nn.Conv``, the
+implementation before ``conv_impl`` existed, and `tasks.conv.PatchConv`). Their
+timing rounds alternate, so the ``vs first`` column (outer steps/s over the
+first implementation's, same device count) compares them under the same load.
+
+An outer step is what `meta_train.trainer.MetaTrainer.step` does: a PES
+estimate over all runs and the clipped-Adam update of the meta-parameters.
+
 Usage:
-  python -m unf_lopt.evaluate.benchmarks.bench_meta_train [--task mlp_fmnist]
+  python -m unf_lopt.evaluate.benchmarks.bench_meta_train [--task mlp_fmnist,cnn_fmnist_standin]
       [--update-nets unf,nfn,deepset,sgdm] [--devices 1,8] [--steps 5]
+      [--task-options '{"transformer_lm1b": {"tokenizer": "bytes"}}'] [--conv-impls lax,patches]
+
+``--task all`` is the paper's four tasks, with ``cnn_fmnist_standin`` for the
+CIFAR-10 CNN where CIFAR-10 is not prepared.
 """
 
 from __future__ import annotations
@@ -22,43 +35,146 @@ import sys
 import time
 
 import jax
+import optax
+
+import unf_lopt as U
+from unf_lopt import tasks
+from unf_lopt.meta_train.config import MetaTrainConfig, RunKeys, outer_optimizer
+from unf_lopt.meta_train.inner import InnerProblem
+from unf_lopt.meta_train.pes import PESConfig, TruncatedPES
+from unf_lopt.meta_train.trainer import device_mesh
+from unf_lopt.tasks import data, registry
+
+# The paper's four tasks (the CNN one on the FashionMNIST stand-in without CIFAR-10).
+ALL_TASKS = ("mlp_fmnist", "cnn_cifar10", "rnn_lm1b", "transformer_lm1b")
+DEFAULT_CONV_IMPLS = "lax,patches"
+
+
+def _task_names(text: str) -> list[str]:
+  names = list(ALL_TASKS) if text == "all" else text.split(",")
+  return ["cnn_fmnist_standin" if name == "cnn_cifar10" and not data.is_prepared("cifar10")
+          else name for name in names]
+
+
+def _variants(task_name: str, conv_impls: str) -> list[str | None]:
+  """The ``conv_impl`` values to time on ``task_name``; ``[None]`` where it has no such option."""
+  if "conv_impl" not in registry.task_options(task_name):
+    return [None]
+  return conv_impls.split(",")
+
+
+class _OuterStepper:
+  """One task's PES meta-training: `MetaTrainer`'s outer step, on a task built with options."""
+
+  def __init__(self, task_name: str, options: dict, update_net: str, args):
+    # MetaTrainer builds its task without options, so this builds the same pieces with them.
+    config = MetaTrainConfig(task=task_name, update_net=update_net, num_runs=args.num_runs,
+                             trunc_length=args.trunc_length, horizon=args.horizon,
+                             num_devices=args.worker_devices)
+    task = tasks.get_task(task_name, **options)
+    params_like = jax.eval_shape(task.init, jax.random.PRNGKey(0))
+    lopt = U.NominalLOpt(update_net, spec=task.spec, params_like=params_like,
+                         hidden=config.hidden, depth=config.depth)
+    self.keys = RunKeys(config.seed)
+    self.pes = TruncatedPES(lopt, InnerProblem.from_task(task),
+                            PESConfig(config.num_runs, config.trunc_length, config.horizon,
+                                      config.sigma, config.meta_loss),
+                            mesh=device_mesh(config.num_devices))
+    self.outer = outer_optimizer(config)
+    self.meta = lopt.init(self.keys.meta_init)
+    self.outer_state = self.outer.init(self.meta)
+    self.pes_state = None
+    self.step_count = 0
+
+    @jax.jit
+    def apply(meta, outer_state, gradient):
+      updates, outer_state = self.outer.update(gradient, outer_state, meta)
+      return optax.apply_updates(meta, updates), outer_state
+
+    self._apply = apply
+
+  def init_state(self) -> None:
+    self.pes_state = self.pes.init_state(self.meta, self.keys.state_init)
+
+  def steps(self, count: int) -> None:
+    for _ in range(count):
+      gradient, self.pes_state, _ = self.pes.estimate(
+          self.meta, self.pes_state, self.keys.outer_step(self.step_count))
+      self.meta, self.outer_state = self._apply(self.meta, self.outer_state, gradient)
+      self.step_count += 1
+    jax.block_until_ready((self.meta, self.pes_state))
 
 
 def _worker(args) -> None:
-  from unf_lopt.meta_train.trainer import MetaTrainConfig, MetaTrainer  # pylint: disable=g-import-not-at-top
-  for update_net in args.update_nets.split(","):
-    config = MetaTrainConfig(task=args.task, update_net=update_net, num_runs=args.num_runs,
-                             trunc_length=args.trunc_length, horizon=args.horizon,
-                             num_devices=args.worker_devices)
-    trainer = MetaTrainer(config, None, quiet=True)
-    state = trainer.initial_state()
-    start = time.perf_counter()
-    state, _ = trainer.step(state, 0)
-    jax.block_until_ready(state)
-    compile_seconds = time.perf_counter() - start
-    best = float("inf")
-    for repeat in range(3):
-      start = time.perf_counter()
-      for step in range(args.steps):
-        state, _ = trainer.step(state, 1 + repeat * args.steps + step)
-      jax.block_until_ready(state)
-      best = min(best, (time.perf_counter() - start) / args.steps)
-    print(json.dumps({"update_net": update_net, "devices": len(jax.devices()),
-                      "compile_s": compile_seconds, "outer_per_s": 1 / best,
-                      "inner_per_s": 2 * args.num_runs * args.trunc_length / best}), flush=True)
+  all_options = json.loads(args.task_options)
+  for task_name in _task_names(args.task):
+    options = dict(all_options.get(task_name, {}))
+    for update_net in args.update_nets.split(","):
+      variants = _variants(task_name, args.conv_impls)
+      steppers, compile_seconds = [], []
+      for conv_impl in variants:
+        variant_options = options if conv_impl is None else {**options, "conv_impl": conv_impl}
+        stepper = _OuterStepper(task_name, variant_options, update_net, args)
+        start = time.perf_counter()  # compile: state initialisation and the first outer step
+        stepper.init_state()
+        stepper.steps(1)
+        steppers.append(stepper)
+        compile_seconds.append(time.perf_counter() - start)
+      best = [float("inf")] * len(variants)
+      for _ in range(args.repeats):  # rounds alternate between the variants
+        for index, stepper in enumerate(steppers):
+          start = time.perf_counter()
+          stepper.steps(args.steps)
+          best[index] = min(best[index], (time.perf_counter() - start) / args.steps)
+      for conv_impl, seconds, step_seconds in zip(variants, compile_seconds, best):
+        print(json.dumps({"task": task_name, "update_net": update_net, "conv_impl": conv_impl,
+                          "devices": len(jax.devices()), "compile_s": seconds,
+                          "outer_per_s": 1 / step_seconds,
+                          "inner_per_s": 2 * args.num_runs * args.trunc_length / step_seconds}),
+              flush=True)
+
+
+def _format(results: list[dict], args) -> str:
+  lines = [f"jax {jax.__version__}, backend {jax.default_backend()}; "
+           f"{args.num_runs} runs x truncation {args.trunc_length}",
+           f"{'task':20s} {'update net':10s} {'conv':7s} {'devices':>7s} {'compile s':>9s} "
+           f"{'outer/s':>8s} {'inner/s':>9s} {'vs 1 device':>11s} {'vs first':>8s}"]
+  key = lambda r: (r["task"], r["update_net"], r["conv_impl"])
+  single = {key(r): r["outer_per_s"] for r in results if r["devices"] == 1}
+  first = {}  # the first conv_impl's speed per (task, update net, devices)
+  for r in results:
+    group = (r["task"], r["update_net"], r["devices"])
+    first.setdefault(group, r["outer_per_s"])
+    vs_single = r["outer_per_s"] / single.get(key(r), float("nan"))
+    vs_first = "-" if r["conv_impl"] is None else f"{r['outer_per_s'] / first[group]:7.2f}x"
+    lines.append(f"{r['task']:20s} {r['update_net']:10s} {r['conv_impl'] or '-':7s} "
+                 f"{r['devices']:7d} {r['compile_s']:9.1f} {r['outer_per_s']:8.2f} "
+                 f"{r['inner_per_s']:9.0f} {vs_single:10.2f}x {vs_first:>8s}")
+  return "\n".join(lines)
 
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--task", default="mlp_fmnist")
+  parser.add_argument("--task", "--tasks", dest="task", default="mlp_fmnist",
+                      help="comma-separated task names, or 'all' (the paper's four)")
+  parser.add_argument("--task-options", default="{}",
+                      help="JSON object: task name -> its options, e.g. "
+                           "'{\"transformer_lm1b\": {\"tokenizer\": \"bytes\"}}'")
+  parser.add_argument("--conv-impls", default=DEFAULT_CONV_IMPLS,
+                      help="conv_impl values timed on tasks that have the option (the first is "
+                           "the 'vs first' baseline)")
   parser.add_argument("--update-nets", default="unf,nfn,deepset,sgdm")
   parser.add_argument("--devices", default="1,8")
   parser.add_argument("--num-runs", type=int, default=16)
   parser.add_argument("--trunc-length", type=int, default=50)
   parser.add_argument("--horizon", type=int, default=2000)
-  parser.add_argument("--steps", type=int, default=5, help="timed outer steps per repeat")
+  parser.add_argument("--steps", type=int, default=5, help="timed outer steps per round")
+  parser.add_argument("--repeats", type=int, default=3, help="timing rounds (the best counts)")
   parser.add_argument("--worker-devices", type=int, default=0, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  options = json.loads(args.task_options)
+  if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
+    parser.error("--task-options must be a JSON object of task name -> options object")
   if args.worker_devices:
     _worker(args)
     return
@@ -69,24 +185,17 @@ def main(argv=None) -> None:
       env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
                           f" --xla_force_host_platform_device_count={count}").strip()
     command = [sys.executable, "-m", "unf_lopt.evaluate.benchmarks.bench_meta_train",
-               "--worker-devices", str(count),
-               "--task", args.task, "--update-nets", args.update_nets,
+               "--worker-devices", str(count), "--task", args.task,
+               "--task-options", args.task_options, "--conv-impls", args.conv_impls,
+               "--update-nets", args.update_nets,
                "--num-runs", str(args.num_runs), "--trunc-length", str(args.trunc_length),
-               "--horizon", str(args.horizon), "--steps", str(args.steps)]
+               "--horizon", str(args.horizon), "--steps", str(args.steps),
+               "--repeats", str(args.repeats)]
     output = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if output.returncode:
       sys.exit(f"worker with {count} devices failed:\n{output.stderr[-3000:]}")
     results += [json.loads(line) for line in output.stdout.splitlines() if line.startswith("{")]
-  print(f"jax {jax.__version__}, backend {jax.default_backend()}; task {args.task}, "
-        f"{args.num_runs} runs x truncation {args.trunc_length}")
-  print(f"{'update net':10s} {'devices':>7s} {'compile s':>9s} {'outer/s':>8s} {'inner/s':>9s} "
-        f"{'vs 1 device':>11s}")
-  single = {r["update_net"]: r["outer_per_s"] for r in results if r["devices"] == 1}
-  for r in results:
-    ratio = (r["outer_per_s"] / single[r["update_net"]] if r["update_net"] in single
-             else float("nan"))
-    print(f"{r['update_net']:10s} {r['devices']:7d} {r['compile_s']:9.1f} {r['outer_per_s']:8.2f} "
-          f"{r['inner_per_s']:9.0f} {ratio:10.2f}x")
+  print(_format(results, args))
 
 
 if __name__ == "__main__":

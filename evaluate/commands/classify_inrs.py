@@ -28,18 +28,10 @@ def build_parser() -> cl.CommandParser:
                       choices=experiment.CLASSIFIERS, help="classifiers to train, in turn")
   parser.add_argument("--seeds", type=cl.positive_int, default=3,
                       help="trainings per classifier, seeds 0 .. N-1")
-  parser.add_argument("--epochs", type=cl.positive_int, default=10,
-                      help="epochs (the best validation epoch is tested)")
-  parser.add_argument("--batch-size", type=cl.positive_int, default=32, help="INRs per batch")
-  parser.add_argument("--learning-rate", type=cl.positive_float, default=1e-3,
-                      help="Adam learning rate")
-  parser.add_argument("--channels", type=cl.positive_int, default=16,
-                      help="channels of the equivariant layers (unf, nfn, deepset)")
+  cl.add_fit_flags(parser, batch_size=32, batch_unit="INRs")
+  cl.add_equivariant_layer_flags(parser, layers="unf, nfn, deepset")
   parser.add_argument("--mlp-width", type=cl.positive_int, default=256,
                       help="width of the classifiers' MLP head (twice this for mlp)")
-  parser.add_argument("--identity-share", type=cl.open_fraction, default=None,
-                      help="UNF: initial variance share of the identity term (e.g. 0.8; "
-                           "default: all terms alike)")
   parser.add_argument("--out", type=cl.output_directory,
                       help="directory to write results.json to (default: print only)")
   return parser

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
   except FileNotFoundError as error:  # the task's data is not prepared: before any training
     parser.fail("--task", error)
   summary = json.loads((args.out / "summary.json").read_text())
-  print(evaluation.format_summary(rows, summary["threshold"]))
+  print(evaluation.format_summary(rows, summary["threshold"], args.final_window))
   return 0
 
 

@@ -31,19 +31,11 @@ def build_parser() -> cl.CommandParser:
   parser.add_argument("--seeds", type=cl.positive_int, default=3, help="trainings, one per seed")
   parser.add_argument("--first-seed", type=cl.non_negative_int, default=0,
                       help="seeds are first-seed .. first-seed + seeds - 1 (to extend a study)")
-  parser.add_argument("--epochs", type=cl.positive_int, default=10,
-                      help="epochs (the best validation epoch is tested)")
-  parser.add_argument("--batch-size", type=cl.positive_int, default=10, help="zoo models per batch")
-  parser.add_argument("--learning-rate", type=cl.positive_float, default=1e-3,
-                      help="Adam learning rate")
-  parser.add_argument("--channels", type=cl.positive_int, default=16,
-                      help="channels of the equivariant layers (unf, deepset)")
+  cl.add_fit_flags(parser, batch_size=10, batch_unit="zoo models")
+  cl.add_equivariant_layer_flags(parser, layers="unf, deepset")
   parser.add_argument("--mlp-width", type=cl.positive_int, default=None,
                       help="width of the predictor's MLP (default: 600 for statnn, 512 "
                       "otherwise, the paper's)")
-  parser.add_argument("--identity-share", type=cl.open_fraction, default=None,
-                      help="UNF: initial variance share of the identity term (e.g. 0.8; "
-                           "default: all terms alike)")
   parser.add_argument("--out", type=cl.output_directory,
                       help="directory to write result.json to (default: print only)")
   return parser

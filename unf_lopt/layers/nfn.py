@@ -84,7 +84,10 @@ class NFNLinear(nn.Module):
   Kernels are ``[*filter, in, out]`` (flax layout) and form one chain; filter
   axes are folded into channels. Every neuron axis, including the inputs and
   outputs of the network, is permuted. By default there is no bias, which
-  reproduces the NFN parameter count of the UNF paper's CNN row (Table 3).
+  reproduces the NFN parameter count of the UNF paper's CNN row (Table 3:
+  41,603); its MLP row (3,783) needs ``use_bias=True``, the default of
+  `unf_lopt.UpdateNet`'s ``nfn`` head (``nfn_head_bias``). Filter-tap names of
+  a spec are ignored: taps are channels here, never permuted.
   On an MLP the NP layer spans the same maps as :class:`UNFLinear`.
   """
 
