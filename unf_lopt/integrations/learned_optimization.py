@@ -37,6 +37,7 @@ learned_optimization's own unit tests pass with it.
 from __future__ import annotations
 
 import importlib
+import pathlib
 import types
 from typing import Any
 
@@ -271,7 +272,7 @@ def lo_learned_optimizer(entry: str, seed: int = 0) -> tuple[Any, PyTree]:
 def load_lo_meta_params(path: str, like: PyTree) -> PyTree:
   """Meta-parameters shaped like ``like`` from a flax-serialised file (see above)."""
   try:
-    payload = open(path, "rb").read()
+    payload = pathlib.Path(path).read_bytes()
   except OSError as error:
     raise FileNotFoundError(f"cannot read learned_optimization meta-parameters {path!r}: "
                             f"{error.strerror}") from error
