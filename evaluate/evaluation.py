@@ -229,6 +229,23 @@ def _write_csv(path: pathlib.Path, header: Sequence[str], rows) -> None:
     writer.writerows(rows)
 
 
+def is_finished(out: pathlib.Path, task_name: str, optimizers: Sequence[str], steps: int,
+                seeds: int, task_options: dict | None = None) -> bool:
+  """Whether ``out`` holds a finished `evaluate_optimizers` run of exactly this comparison.
+
+  Lets scripts that resume (the reproduction, the ablation) skip an evaluation
+  they already made; a different task, option, optimizer list, length or seed
+  count means it must run again.
+  """
+  config_path, summary_path = out / "config.json", out / "summary.json"
+  if not (config_path.is_file() and summary_path.is_file()):
+    return False
+  config = json.loads(config_path.read_text())
+  wanted = {"task": task_name, "task_options": task_options or {},
+            "optimizers": list(optimizers), "steps": steps, "seeds": seeds}
+  return {key: config.get(key) for key in wanted} == wanted
+
+
 def evaluate_optimizers(task_name: str, optimizers: Sequence[str], steps: int, seeds: int,
                         out: pathlib.Path, eval_every: int = 100, final_window: int = 50,
                         threshold: float | None = None, task_options: dict | None = None,

@@ -250,6 +250,7 @@ def test_ablation_runs_differ_only_in_their_option(tmp_path):
     assert differing == set(options), name
     assert {key: configs[name][key] for key in options} == options
     assert (configs[name]["outer_steps"], configs[name]["seed"]) == (7, 3)
-  np.testing.assert_allclose(ablation.paired_difference(np.array([3.0, 5.0, 4.0]),
-                                                        np.array([1.0, 2.0, 3.0])),
-                             (2.0, 1 / np.sqrt(3)))
+  # The table's paired difference: mean and standard error of per-seed differences.
+  np.testing.assert_allclose(
+      evaluation.mean_and_standard_error(np.array([3.0, 5.0, 4.0]) - np.array([1.0, 2.0, 3.0])),
+      (2.0, 1 / np.sqrt(3)))

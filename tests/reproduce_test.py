@@ -78,6 +78,12 @@ def test_tiny_protocol_trains_evaluates_tabulates_plots_ships_and_resumes(tmp_pa
   metrics = (runs / "unf" / "metrics.jsonl").read_text()
   assert reproduce.main(flags + ["--variants", "unf", "--meta-train-only"]) == 0
   assert (runs / "unf" / "metrics.jsonl").read_text() == metrics  # finished: nothing redone
+  curves = {group: (eval_root / group / "curves.csv").stat().st_mtime_ns
+            for group in ("true_spec", "spec_paper")}
+  assert reproduce.main(flags) == 0  # every evaluation is current: kept, not rerun
+  assert curves == {group: (eval_root / group / "curves.csv").stat().st_mtime_ns
+                    for group in curves}
+  assert "| unf_paper_spec | paper" in (eval_root / "results.md").read_text()
 
   protocol = reproduce.load_protocol(protocol_file)
   shipped = reproduce.ship(protocol, runs, eval_root, target=tmp_path / "shipped")

@@ -35,14 +35,9 @@ import sys
 import time
 
 import jax
-import optax
 
-import unf_lopt as U
-from unf_lopt import tasks
-from unf_lopt.meta_train.config import MetaTrainConfig, RunKeys, outer_optimizer
-from unf_lopt.meta_train.inner import InnerProblem
-from unf_lopt.meta_train.pes import PESConfig, TruncatedPES
-from unf_lopt.meta_train.trainer import device_mesh
+from unf_lopt.meta_train.config import MetaTrainConfig
+from unf_lopt.meta_train.trainer import MetaTrainer
 from unf_lopt.tasks import data, registry
 
 # The paper's four tasks (the CNN one on the FashionMNIST stand-in without CIFAR-10).
@@ -64,45 +59,24 @@ def _variants(task_name: str, conv_impls: str) -> list[str | None]:
 
 
 class _OuterStepper:
-  """One task's PES meta-training: `MetaTrainer`'s outer step, on a task built with options."""
+  """A `MetaTrainer` (no run directory) and its state, stepped a given number of outer steps."""
 
   def __init__(self, task_name: str, options: dict, update_net: str, args):
-    # MetaTrainer builds its task without options, so this builds the same pieces with them.
-    config = MetaTrainConfig(task=task_name, update_net=update_net, num_runs=args.num_runs,
-                             trunc_length=args.trunc_length, horizon=args.horizon,
-                             num_devices=args.worker_devices)
-    task = tasks.get_task(task_name, **options)
-    params_like = jax.eval_shape(task.init, jax.random.PRNGKey(0))
-    lopt = U.NominalLOpt(update_net, spec=task.spec, params_like=params_like,
-                         hidden=config.hidden, depth=config.depth)
-    self.keys = RunKeys(config.seed)
-    self.pes = TruncatedPES(lopt, InnerProblem.from_task(task),
-                            PESConfig(config.num_runs, config.trunc_length, config.horizon,
-                                      config.sigma, config.meta_loss),
-                            mesh=device_mesh(config.num_devices))
-    self.outer = outer_optimizer(config)
-    self.meta = lopt.init(self.keys.meta_init)
-    self.outer_state = self.outer.init(self.meta)
-    self.pes_state = None
+    config = MetaTrainConfig(task=task_name, task_options=options, update_net=update_net,
+                             num_runs=args.num_runs, trunc_length=args.trunc_length,
+                             horizon=args.horizon, num_devices=args.worker_devices)
+    self.trainer = MetaTrainer(config, None, quiet=True)
+    self.state = None
     self.step_count = 0
 
-    @jax.jit
-    def apply(meta, outer_state, gradient):
-      updates, outer_state = self.outer.update(gradient, outer_state, meta)
-      return optax.apply_updates(meta, updates), outer_state
-
-    self._apply = apply
-
   def init_state(self) -> None:
-    self.pes_state = self.pes.init_state(self.meta, self.keys.state_init)
+    self.state = self.trainer.initial_state()
 
   def steps(self, count: int) -> None:
     for _ in range(count):
-      gradient, self.pes_state, _ = self.pes.estimate(
-          self.meta, self.pes_state, self.keys.outer_step(self.step_count))
-      self.meta, self.outer_state = self._apply(self.meta, self.outer_state, gradient)
+      self.state, _ = self.trainer.step(self.state, self.step_count)
       self.step_count += 1
-    jax.block_until_ready((self.meta, self.pes_state))
+    jax.block_until_ready(self.state)
 
 
 def _worker(args) -> None:

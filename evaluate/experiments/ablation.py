@@ -37,19 +37,16 @@ Usage (the defaults, measured in docs/ablation.md: 22 minutes on a shared 2-core
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import pathlib
 from collections.abc import Sequence
 
 import jax
-import numpy as np
 
 import unf_lopt as U
 from unf_lopt import tasks as tasks_lib
 from unf_lopt.checkpoint import load_checkpoint, read_metadata
-from unf_lopt.evaluate import evaluation
+from unf_lopt.evaluate import evaluation, plots
 from unf_lopt.meta_train import cli as meta_cli
 from unf_lopt.meta_train.config import RunKeys
 from unf_lopt.meta_train.outer_loop import scalars
@@ -102,33 +99,12 @@ def is_finished(run: pathlib.Path, outer_steps: int) -> bool:
           and read_metadata(optimizer).get("outer_steps") == outer_steps)
 
 
-def final_losses_per_seed(curves_csv: pathlib.Path, window: int) -> dict[str, np.ndarray]:
-  """``{optimizer: [seeds]}`` mean training loss of the last ``window`` steps, from curves.csv."""
-  losses: dict[str, dict[int, list[tuple[int, float]]]] = {}
-  with curves_csv.open() as handle:
-    for row in csv.DictReader(handle):
-      per_seed = losses.setdefault(row["optimizer"], {})
-      per_seed.setdefault(int(row["seed"]), []).append((int(row["step"]), float(row["train_loss"])))
-  finals = {}
-  for name, per_seed in losses.items():
-    finals[name] = np.asarray([np.mean([loss for _, loss in sorted(steps)[-window:]])
-                               for _, steps in sorted(per_seed.items())])
-  return finals
-
-
-def paired_difference(values: np.ndarray, baseline: np.ndarray) -> tuple[float, float]:
-  """Mean and standard error of ``values - baseline`` over seeds."""
-  difference = np.asarray(values, np.float64) - np.asarray(baseline, np.float64)
-  if len(difference) < 2:
-    return float(difference.mean()), float("nan")
-  return float(difference.mean()), float(difference.std(ddof=1) / math.sqrt(len(difference)))
-
-
 def markdown_table(names: Sequence[str], out: pathlib.Path, eval_dir: pathlib.Path) -> str:
   """The ablation table of the evaluated runs ``names``."""
   summary = {row["optimizer"]: row
              for row in json.loads((eval_dir / "summary.json").read_text())["rows"]}
-  finals = final_losses_per_seed(eval_dir / "curves.csv", FINAL_WINDOW)
+  finals = {name: losses[:, -FINAL_WINDOW:].mean(axis=1)
+            for name, losses in plots.read_curves(eval_dir).items()}
   lines = ["| update net | variant | final training loss | vs ours (paired) | before meta-training "
            "| test accuracy | alpha | beta | g0 |", "|---|---|---|---|---|---|---|---|---|"]
   for name in names:
@@ -138,7 +114,8 @@ def markdown_table(names: Sequence[str], out: pathlib.Path, eval_dir: pathlib.Pa
     if name == baseline or baseline not in finals:
       versus = ""
     else:
-      mean, se = paired_difference(finals[name], finals[baseline])
+      # Paired over seeds: the same inits and batches, so their noise cancels.
+      mean, se = evaluation.mean_and_standard_error(finals[name] - finals[baseline])
       versus = f"{mean:+.4f} ± {se:.4f}"
     initial = summary.get(f"{name}_init")
     before = (f"{initial['final_train_loss']:.4f} ± {initial['final_train_loss_se']:.4f}"
@@ -188,10 +165,7 @@ def main(argv=None) -> None:
   eval_dir = args.out / "eval"
   runs = [str(args.out / name) for name in names]
   runs += [str(save_initial_optimizer(name, args.out, args.seed)) for name in names]
-  wanted = {"task": TASK, "optimizers": runs, "steps": eval_steps, "seeds": args.seeds}
-  done = eval_dir / "config.json"
-  if (eval_dir / "summary.json").is_file() and done.is_file() and {
-      key: json.loads(done.read_text()).get(key) for key in wanted} == wanted:
+  if evaluation.is_finished(eval_dir, TASK, runs, eval_steps, args.seeds):
     print("evaluation: finished, skipped", flush=True)
   else:
     print(f"evaluating {len(runs)} optimizers, {args.seeds} seeds x {eval_steps} steps", flush=True)

@@ -49,16 +49,13 @@ class Variant:
   name: str
   update_net: str
   task_options: dict[str, Any]  # the protocol's, updated with the variant's own
+  # Variants evaluated together share the task: named by the options a variant adds to the
+  # protocol's ("spec_paper"), or TRUE_SPEC_GROUP for none.
+  group: str
 
   @property
   def spec(self) -> str:
     return self.task_options.get("spec", "true")
-
-  @property
-  def group(self) -> str:
-    """Variants evaluated together share the task (and so its options)."""
-    extra = {k: v for k, v in sorted(self.task_options.items()) if k != "tokenizer"}
-    return "_".join(f"{k}_{v}" for k, v in extra.items()) or TRUE_SPEC_GROUP
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,9 +95,12 @@ def load_protocol(path_or_name: str | pathlib.Path, scale: str = "cpu") -> Proto
     settings = scales[scale]
     task = settings.get("task", text["task"])
     task_options = dict(text.get("task_options") or {}, **(settings.get("task_options") or {}))
-    variants = tuple(
-        Variant(name, values["update_net"], dict(task_options, **values.get("task_options", {})))
-        for name, values in text["variants"].items())
+    variants = []
+    for name, values in text["variants"].items():
+      own = values.get("task_options") or {}
+      group = "_".join(f"{key}_{value}" for key, value in sorted(own.items())) or TRUE_SPEC_GROUP
+      variants.append(Variant(name, values["update_net"], dict(task_options, **own), group))
+    variants = tuple(variants)
     return Protocol(path.stem, scale, task, task_options, variants,
                     dict(settings["meta_train"]), dict(settings["evaluation"]))
   except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError, ValueError) as error:
@@ -127,13 +127,18 @@ def evaluation_groups(protocol: Protocol) -> dict[str, list[Variant]]:
   return {name: members for name, members in groups.items() if members}
 
 
-def evaluate_flags(protocol: Protocol, group: Sequence[Variant], runs: pathlib.Path,
-                   out: pathlib.Path, threshold: float | None) -> list[str]:
-  """The ``unf-evaluate`` flags of one group (Adam joins the true-spec group)."""
+def group_optimizers(group: Sequence[Variant], runs: pathlib.Path) -> list[str]:
+  """The ``unf-evaluate`` optimizers of one group: its runs, and Adam in the true-spec group."""
   optimizers = [str(runs / variant.name) for variant in group]
   if group[0].group == TRUE_SPEC_GROUP:
     optimizers.append(REFERENCE)
-  flags = ["--task", protocol.task, "--optimizers", ",".join(optimizers),
+  return optimizers
+
+
+def evaluate_flags(protocol: Protocol, group: Sequence[Variant], runs: pathlib.Path,
+                   out: pathlib.Path, threshold: float | None) -> list[str]:
+  """The ``unf-evaluate`` flags of one group."""
+  flags = ["--task", protocol.task, "--optimizers", ",".join(group_optimizers(group, runs)),
            "--steps", str(protocol.evaluation["steps"]),
            "--seeds", str(protocol.evaluation["seeds"]), "--out", str(out)]
   if group[0].task_options:
@@ -154,6 +159,7 @@ def _format_loss(mean: float, se: float) -> str:
 
 def results_table(protocol: Protocol, eval_root: pathlib.Path) -> str:
   """A markdown table of every evaluated optimizer, lowest final training loss first."""
+  specs = {variant.name: variant.spec for variant in protocol.variants}
   rows, threshold = [], None
   for group in evaluation_groups(protocol):
     summary = _summary(eval_root / group)
@@ -161,8 +167,7 @@ def results_table(protocol: Protocol, eval_root: pathlib.Path) -> str:
       continue
     threshold = summary["threshold"] if threshold is None else threshold
     for row in summary["rows"]:
-      spec = "paper" if "spec_paper" in group else "true"
-      rows.append(dict(row, spec=spec if row["optimizer"] != REFERENCE else "-"))
+      rows.append(dict(row, spec=specs.get(row["optimizer"], "-")))
   if not rows:
     return f"(no evaluation of {protocol.name} yet)"
   rows.sort(key=lambda row: row["final_train_loss"])
@@ -219,7 +224,7 @@ def reproduce(protocol: Protocol, runs: pathlib.Path, eval_root: pathlib.Path,
   """Meta-trains, evaluates, tabulates and plots one protocol (resumable)."""
   # Imported here so that --dry-run and the protocol checks start without compiling anything.
   from unf_lopt.evaluate.commands import evaluate as evaluate_command  # pylint: disable=g-import-not-at-top
-  from unf_lopt.evaluate import plots  # pylint: disable=g-import-not-at-top
+  from unf_lopt.evaluate import evaluation, plots  # pylint: disable=g-import-not-at-top
   from unf_lopt.meta_train import cli as meta_cli  # pylint: disable=g-import-not-at-top
   chosen = [v for v in protocol.variants if variants is None or v.name in variants]
   for variant in chosen:
@@ -230,15 +235,22 @@ def reproduce(protocol: Protocol, runs: pathlib.Path, eval_root: pathlib.Path,
       raise SystemExit(f"meta-training {variant.name} failed (exit {status}); rerun to resume")
   if meta_train_only:
     return
-  threshold = None
+  threshold, evaluated = None, False
   for group, members in evaluation_groups(protocol).items():
     members = [v for v in members if (runs / v.name / "optimizer").is_dir()]
     if not members:
       continue
-    flags = evaluate_flags(protocol, members, runs, eval_root / group, threshold)
-    print("unf-evaluate", shlex.join(flags), flush=True)
-    if evaluate_command.main(flags) != 0:
-      raise SystemExit(f"evaluating {group} failed")
+    # A group after a re-evaluated one runs again: its threshold may have changed.
+    if not evaluated and evaluation.is_finished(
+        eval_root / group, protocol.task, group_optimizers(members, runs),
+        protocol.evaluation["steps"], protocol.evaluation["seeds"], members[0].task_options):
+      print(f"{group}: evaluated already, kept", flush=True)
+    else:
+      flags = evaluate_flags(protocol, members, runs, eval_root / group, threshold)
+      print("unf-evaluate", shlex.join(flags), flush=True)
+      if evaluate_command.main(flags) != 0:
+        raise SystemExit(f"evaluating {group} failed")
+      evaluated = True
     if threshold is None:
       threshold = _summary(eval_root / group)["threshold"]
   table = results_table(protocol, eval_root)
