@@ -6,7 +6,8 @@ FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 LO_VENV ?= .venv-lo
 LO_PYTHON := $(LO_VENV)/bin/python
 
-.PHONY: install system-data test test-core test-fast lint test-lo lo-install bench demo docs
+.PHONY: install system-data test test-core test-fast lint test-lo lo-install bench demo docs \
+	device-check
 
 # Real FashionMNIST comes from Debian's dataset-fashion-mnist package where apt
 # is available; without it the tiny_* tasks and tests still run, and
@@ -69,6 +70,17 @@ bench: install
 	$(PYTHON) -m unf_lopt.evaluate.benchmarks.bench_layers
 	$(PYTHON) -m unf_lopt.evaluate.benchmarks.bench_optimizer
 	$(PYTHON) -m unf_lopt.evaluate.benchmarks.bench_tasks
+
+# On a machine with an NVIDIA GPU: CUDA jax at the installed jax version, the tests that
+# exercise devices, and meta-training speed on every paper task with 1 and all devices.
+DEVICE_TESTS = tests/pes_test.py tests/multiprocess_test.py tests/conv_test.py \
+	tests/layers_test.py tests/optimizer_test.py tests/trainer_test.py
+device-check: install
+	$(PYTHON) -m pip install -q "jax[cuda12]==$$($(PYTHON) -c 'import jax; print(jax.__version__)')"
+	$(PYTHON) -c "import jax; print(jax.devices())"
+	$(PYTHON) -m pytest -q $(DEVICE_TESTS)
+	$(PYTHON) -m unf_lopt.evaluate.benchmarks.bench_meta_train --task all \
+	  --task-options '{"transformer_lm1b": {"tokenizer": "bytes"}}' --devices 1,all
 
 demo: install
 	$(PYTHON) -m unf_lopt.evaluate.examples.demo

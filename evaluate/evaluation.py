@@ -38,6 +38,7 @@ import numpy as np
 
 from unf_lopt import tasks as tasks_lib
 import unf_lopt as U
+from unf_lopt import spec_matching
 from unf_lopt.atomic import atomic_open
 from unf_lopt.meta_train.inner import InnerProblem
 from unf_lopt.checkpoint import CONFIG_FILE
@@ -90,6 +91,18 @@ def load_optimizer(name: str, task: tasks_lib.Task):
     raise OptimizerSpecError(f"{name}: {error}") from error
   if lopt.update_net in ("unf", "nfn", "deepset"):
     params_like = jax.eval_shape(task.init, jax.random.PRNGKey(0))
+    trained_spec = lopt.spec if lopt.update_net != "deepset" else None
+    if isinstance(trained_spec, dict):
+      task_spec = task.spec(params_like) if callable(task.spec) else task.spec
+      try:
+        match = spec_matching.match_spec(trained_spec, params_like, spec=task_spec)
+        if not match.is_identity:
+          # Trained on another model of this structure (other tensor names): the optimizer
+          # re-keys the task's weights into its trained structure on every step.
+          lopt.opt_fn(meta).fit(params_like)  # checks the meta-parameters' shapes now
+          return lopt, meta
+      except U.SpecError as error:
+        raise OptimizerSpecError(f"{name}: {error}") from error
     lopt = U.NominalLOpt(lopt.update_net, spec=task.spec, params_like=params_like,
                          **lopt.options())
     expected = jax.tree.map(jnp.shape, jax.eval_shape(lopt.init, jax.random.PRNGKey(0)))

@@ -6,9 +6,10 @@
 
 Defaults are the paper's settings. Running the same command again on an
 existing ``--out`` directory resumes from its newest checkpoint. For several
-hosts (TPU pods, Slurm, multi-GPU nodes) pass ``--distributed``: it calls
-``jax.distributed.initialize()`` first, whose arguments JAX reads from the
-cluster's environment.
+processes or hosts (TPU pods, Slurm, multi-GPU nodes) pass ``--distributed``,
+which reads the cluster from the environment, or name it by hand with
+``--coordinator-address HOST:PORT --num-processes N --process-id I`` (see
+`meta_train.distributed`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import re
 import sys
 from typing import NoReturn
 
-from unf_lopt.meta_train import checkpoints
+from unf_lopt.meta_train import checkpoints, distributed
 from unf_lopt.meta_train.backends import make_trainer
 from unf_lopt.meta_train.config import BACKENDS, UPDATE_NETS, MetaTrainConfig
 from unf_lopt.meta_train.outer_loop import NonFiniteMetaParamsError, TrainingInterrupted
@@ -59,6 +60,8 @@ _HELP = {
     "backend": f"one of {', '.join(BACKENDS)}: the PES of this package or learned_optimization's "
                "TruncatedPES (optional extra: make lo-install)",
     "tensorboard": "also write TensorBoard event files next to metrics.jsonl (needs tensorboardX)",
+    "max_device_data_mb": "a training split larger than this stays in host memory and each "
+                          "process streams its runs' batches (same batches either way)",
 }
 
 
@@ -90,7 +93,18 @@ def _parser() -> cl.CommandParser:
   parser.add_argument("--quiet", action="store_true",
                       help="no progress bar and no progress messages, only errors (batch jobs)")
   parser.add_argument("--distributed", action="store_true",
-                      help="call jax.distributed.initialize() (multi-host)")
+                      help="join a multi-process run whose cluster JAX detects (Slurm, Cloud TPU)")
+  parser.add_argument("--coordinator-address", metavar="HOST:PORT",
+                      help="multi-process run: address of process 0 (with --num-processes and "
+                      "--process-id)")
+  parser.add_argument("--num-processes", type=int, metavar="N",
+                      help="multi-process run: number of processes")
+  parser.add_argument("--process-id", type=int, metavar="I",
+                      help="multi-process run: index of this process, 0 to N-1")
+  parser.add_argument("--heartbeat-timeout", type=int, metavar="SECONDS",
+                      default=distributed.DEFAULT_HEARTBEAT_TIMEOUT_S,
+                      help="multi-process run: seconds without news from a process before the "
+                      "others stop with an error (default: %(default)s)")
   for field in dataclasses.fields(MetaTrainConfig):
     if field.type == "bool":
       parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name,
@@ -180,9 +194,13 @@ def main(argv=None) -> int:
 
 def _train(parser: cl.CommandParser, args) -> int:
   config = _config(parser, args)
-  if args.distributed:
-    import jax  # pylint: disable=g-import-not-at-top
-    jax.distributed.initialize()
+  by_hand = (args.coordinator_address, args.num_processes, args.process_id)
+  if args.distributed or any(value is not None for value in by_hand):
+    try:
+      distributed.initialize(*by_hand, heartbeat_timeout_s=args.heartbeat_timeout)
+    except ValueError as error:
+      parser.fail("--coordinator-address" if args.coordinator_address is None else
+                  "--num-processes" if args.num_processes is None else "--process-id", error)
   task_flag, where = "--task", ""
   if "task" not in _flags_given(args) and args.config:
     task_flag, where = "--config", f"{args.config}: "

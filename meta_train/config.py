@@ -20,7 +20,9 @@ UPDATE_NETS = update_nets.META_TRAINABLE
 # (optional extra; meta_train.lo_backend).
 BACKENDS = ("unf_lopt", "learned_optimization")
 # Settings that may change when a run is resumed: they do not alter its results.
-RESUMABLE_KEYS = ("outer_steps", "checkpoint_every", "log_every", "tensorboard")
+# Settings that do not change the results: a run may resume with other values.
+RESUMABLE_KEYS = ("outer_steps", "checkpoint_every", "log_every", "tensorboard",
+                  "max_device_data_mb")
 # Settings added after runs were written: left out of the fingerprint while at
 # these defaults, so those runs still resume.
 LATER_DEFAULTS = {"backend": "unf_lopt", "task_options": {}, "momentum": "accumulate",
@@ -74,6 +76,9 @@ class MetaTrainConfig:
   log_every: int = 10
   backend: str = "unf_lopt"
   tensorboard: bool = False
+  # A training split larger than this stays in host memory and is streamed
+  # (`meta_train.inner`); the batches are the same either way.
+  max_device_data_mb: float = 4096.0
 
   def __post_init__(self):
     self._check_types()
@@ -93,7 +98,7 @@ class MetaTrainConfig:
     for name in ("clip_norm", "meta_learning_rate", "initial_beta"):
       if getattr(self, name) <= 0:
         raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-    for name in ("hidden", "depth", "seed", "num_devices"):
+    for name in ("hidden", "depth", "seed", "num_devices", "max_device_data_mb"):
       if getattr(self, name) < 0:
         raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
     PESConfig(self.num_runs, self.trunc_length, self.horizon, self.sigma, self.meta_loss)

@@ -15,7 +15,9 @@ in its state. Everything else is here:
 * a guard that stops with `NonFiniteMetaParamsError` instead of logging or
   checkpointing non-finite meta-parameters;
 * Ctrl-C: a checkpoint at the last finished outer step, then
-  `TrainingInterrupted` saying what was saved.
+  `TrainingInterrupted` saying what was saved;
+* several processes (`meta_train.distributed`): every process computes, only
+  the primary one writes the run directory, and every one reads it to resume.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import jax.numpy as jnp
 
 from unf_lopt import tasks as tasks_lib
 import unf_lopt as U
+from unf_lopt.meta_train import distributed
 from unf_lopt.meta_train.config import MetaTrainConfig, RunKeys, outer_optimizer
 from unf_lopt.meta_train.metrics_log import MetricsWindow
 from unf_lopt.meta_train.run_directory import RunDirectory
@@ -144,14 +147,16 @@ class OuterTrainer(abc.ABC):
       for outer_step in range(start, end):
         state = self._outer_step(state, outer_step, end, window, progress)
       if self.run_dir is not None and end == config.outer_steps:
-        path = self.run_dir.save_optimizer(self.lopt, self._checked_meta_params(state, end))
-        logger.info("trained optimizer written to %s", path)
+        meta = distributed.to_host(self._checked_meta_params(state, end))
+        if distributed.is_primary():
+          path = self.run_dir.save_optimizer(self.lopt, meta)
+          logger.info("trained optimizer written to %s", path)
     except KeyboardInterrupt:
       raise self._save_after_interrupt() from None
     finally:
       if progress is not None:
         progress.close()
-      if self.run_dir is not None:
+      if self.run_dir is not None and distributed.is_primary():
         self.run_dir.metrics.close()
     return self.meta_params(state)
 
@@ -159,13 +164,16 @@ class OuterTrainer(abc.ABC):
     """The state and step to start from: fresh, or the run directory's newest checkpoint."""
     state, start = self.initial_state(), 0
     if self.run_dir is not None:
-      self.run_dir.write_config()
-      restored = self.run_dir.restore(state) if self.resumable else None
+      primary = distributed.is_primary()
+      if primary:
+        self.run_dir.write_config()
+      restored = (self.run_dir.restore(state, clean_up=primary) if self.resumable else None)
       if restored is not None:
         start, loaded = restored
-        state = jax.tree.map(lambda x, like: jax.device_put(x, like.sharding), loaded, state)
+        state = distributed.to_devices(loaded, state)
         logger.info("resuming %s from outer step %d", self.run_dir.path, start)
-      self.run_dir.metrics.open(start)
+      if primary:
+        self.run_dir.metrics.open(start)
     self.state, self._finished_steps = state, start
     self._checkpointed_step = start if start else None  # a resumed run starts at a checkpoint
     return state, start
@@ -198,9 +206,12 @@ class OuterTrainer(abc.ABC):
     return meta
 
   def _checkpoint(self, state, step: int) -> pathlib.Path:
-    meta = self._checked_meta_params(state, step)
-    path = self.run_dir.save_checkpoint(step, self.lopt, meta,
-                                        state if self.resumable else None)
+    meta = distributed.to_host(self._checked_meta_params(state, step))
+    # Gathering runs sharded over other processes is a collective: every process takes part.
+    host_state = distributed.to_host(state) if self.resumable else None
+    path = self.run_dir.checkpoint_dir / f"step_{step:07d}"
+    if distributed.is_primary():
+      path = self.run_dir.save_checkpoint(step, self.lopt, meta, host_state)
     self._checkpointed_step = step
     logger.debug("checkpoint written to %s", path)
     return path
@@ -217,6 +228,13 @@ class OuterTrainer(abc.ABC):
       return TrainingInterrupted(f"{stopped}; its checkpoint is {path} ({resume})", step, path)
     if step == 0:
       return TrainingInterrupted(f"{stopped}; nothing was saved", step, None)
+    if jax.process_count() > 1:
+      # Saving now would need every process in a collective, and the others may not stop here.
+      path = (self.run_dir.checkpoint_dir / f"step_{self._checkpointed_step:07d}"
+              if self._checkpointed_step else None)
+      newest = f"the newest checkpoint is {path}" if path else "nothing was saved"
+      return TrainingInterrupted(f"{stopped}; {newest} ({resume})",
+                                 self._checkpointed_step or 0, path)
     try:
       path = self._checkpoint(self.state, step)
     except (KeyboardInterrupt, OSError, NonFiniteMetaParamsError) as error:
@@ -232,7 +250,7 @@ class OuterTrainer(abc.ABC):
   # -- output -------------------------------------------------------------------
 
   def _progress_bar(self, start: int, end: int):
-    if self.quiet:
+    if self.quiet or not distributed.is_primary():
       return None
     # Without tqdm (the data extra) there is no bar, and nothing else changes.
     from unf_lopt.extras import progress_bar  # pylint: disable=g-import-not-at-top
@@ -243,7 +261,7 @@ class OuterTrainer(abc.ABC):
   def _log(self, record: dict[str, Any], progress) -> None:
     logger.debug(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in record.items()))
-    if self.run_dir is not None:
+    if self.run_dir is not None and distributed.is_primary():
       self.run_dir.metrics.write(record)
     if progress is not None:
       postfix = {"meta_loss": f"{record['meta_loss']:.4f}"}

@@ -17,7 +17,11 @@ of truncations, which de-synchronises the runs. A run whose losses or updates
 are not finite contributes nothing, is reset and is counted.
 
 The run axis can be sharded over devices (``mesh``): each device unrolls its
-share of the runs, and the average over runs is a cross-device reduction.
+share of the runs, and the average over runs is a cross-device reduction. The
+devices may belong to several processes (`meta_train.distributed`). Where the
+training split stays in host memory (`meta_train.inner.InnerProblem.streams`),
+the rows of every batch are drawn on the devices, and each process gathers the
+batches of its own runs on the host and hands them to the compiled step.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from unf_lopt.meta_train.inner import InnerProblem
@@ -145,6 +150,7 @@ class TruncatedPES:
                          f"{mesh.size} devices of the mesh")
     self._estimate = jax.jit(self._estimate_impl)
     self._init_state = jax.jit(self._init_state_impl)
+    self._batch_rows = jax.jit(self._batch_rows_impl)
 
   # -- sharding -------------------------------------------------------------
 
@@ -189,28 +195,35 @@ class TruncatedPES:
 
   # -- one truncation -------------------------------------------------------
 
-  def _unroll(self, signed_meta: PyTree, particles: PyTree, data_key: jax.Array, data: PyTree):
-    """Both particles ``trunc_length`` steps on shared batches; losses ``[steps, 2]``."""
+  def _unroll(self, signed_meta: PyTree, particles: PyTree, data_key: jax.Array, data: PyTree,
+              batches: PyTree | None = None):
+    """Both particles ``trunc_length`` steps on shared batches; losses ``[steps, 2]``.
+
+    ``batches`` (leading axis: step), where given, replaces drawing from ``data``.
+    """
     problem = self.problem
 
     def particle_step(meta, state, batch):
       return problem.train_step(self.lopt.opt_fn(meta), state, batch)
 
-    def step(particles, index):
-      batch = problem.sample_batch(data, jax.random.fold_in(data_key, index))
+    def step(particles, index_and_batch):
+      index, batch = index_and_batch
+      if batch is None:
+        batch = problem.sample_batch(data, jax.random.fold_in(data_key, index))
       particles, losses = jax.vmap(particle_step, in_axes=(0, 0, None))(
           signed_meta, particles, batch)
       return particles, losses
 
-    return jax.lax.scan(step, particles, jnp.arange(self.config.trunc_length))
+    return jax.lax.scan(step, particles, (jnp.arange(self.config.trunc_length), batches))
 
-  def _run(self, meta: PyTree, run: PESState, noise_key, data_key, init_key, data: PyTree):
+  def _run(self, meta: PyTree, run: PESState, noise_key, data_key, init_key, data: PyTree,
+           batches: PyTree | None = None):
     """One run's truncation: its gradient estimate, next state and statistics."""
     config = self.config
     eps = perturbation(meta, noise_key, config.sigma)
     signed_meta = jax.tree.map(lambda m, e: jnp.stack([m + e, m - e]), meta, eps)
     skipped_before = run.particles.skipped_steps
-    particles, losses = self._unroll(signed_meta, run.particles, data_key, data)
+    particles, losses = self._unroll(signed_meta, run.particles, data_key, data, batches)
     normalized = self.problem.normalizer(losses)
     meta_losses = normalized.mean(0) if config.meta_loss == "mean" else normalized[-1]
     finite = (jnp.all(jnp.isfinite(normalized))
@@ -231,11 +244,11 @@ class TruncatedPES:
              "finite": finite, "reset": done}
     return gradient, next_run, stats
 
-  def _estimate_impl(self, meta, state, key, data):
+  def _estimate_impl(self, meta, state, key, data, batches=None):
     keys = self._shard_runs(run_keys(key, self.config.num_runs))
     state = self._shard_runs(state)
-    gradients, next_state, stats = jax.vmap(self._run, in_axes=(None, 0, 0, 0, 0, None))(
-        meta, state, *keys, data)
+    gradients, next_state, stats = jax.vmap(self._run, in_axes=(None, 0, 0, 0, 0, None, 0))(
+        meta, state, *keys, data, self._shard_runs(batches))
     num_finite = stats["finite"].sum()
     denominator = jnp.maximum(num_finite, 1).astype(jnp.float32)
     gradient = jax.tree.map(lambda g: g.sum(0) / denominator, gradients)
@@ -251,11 +264,39 @@ class TruncatedPES:
     ``resets`` (runs that start a new episode next), ``blowups`` (runs with
     non-finite losses or skipped steps; excluded and reset).
     """
+    if self.problem.streams:
+      return self._estimate(self._replicate(meta), state, key, {}, self._host_batches(key))
     return self._estimate(self._replicate(meta), state, key, self._replicate(self.problem.data))
+
+  # -- batches from host memory ---------------------------------------------
+
+  def _batch_rows_impl(self, key: jax.Array) -> jax.Array:
+    """Rows ``[num_runs, trunc_length, batch]`` of host data: the ones ``sample_batch`` takes."""
+    data_keys = self._shard_runs(run_keys(key, self.config.num_runs)[1])
+    steps = jnp.arange(self.config.trunc_length)
+    rows = jax.vmap(lambda k: jax.vmap(
+        lambda i: self.problem.batch_rows(jax.random.fold_in(k, i)))(steps))(data_keys)
+    return self._shard_runs(rows)
+
+  def _host_batches(self, key: jax.Array) -> PyTree:
+    """Every run's batches of one truncation, gathered on the host by the process holding it."""
+    rows = self._batch_rows(key)
+    host = self.problem.host_data
+    if self.mesh is None:
+      indices = np.asarray(rows)
+      return {name: jnp.asarray(values[indices]) for name, values in host.items()}
+    sharding = NamedSharding(self.mesh, PartitionSpec(RUN_AXIS))
+    shards = [(shard.device, np.asarray(shard.data)) for shard in rows.addressable_shards]
+    batches = {}
+    for name, values in host.items():
+      pieces = [jax.device_put(values[indices], device) for device, indices in shards]
+      batches[name] = jax.make_array_from_single_device_arrays(
+          (*rows.shape, *values.shape[1:]), sharding, pieces)
+    return batches
 
 
 def run_mesh(devices=None) -> Mesh:
-  """A 1-axis mesh named ``"runs"`` over ``devices`` (default: all local devices)."""
+  """A 1-axis mesh named ``"runs"`` over ``devices`` (default: all devices of all processes)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  devices = jax.local_devices() if devices is None else devices
+  devices = jax.devices() if devices is None else devices
   return Mesh(np.asarray(devices), (RUN_AXIS,))

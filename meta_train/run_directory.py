@@ -77,13 +77,17 @@ class RunDirectory:
     write_atomic(self.path / CONFIG_FILE,
                  json.dumps(self.config.to_dict(), indent=2, sort_keys=True))
 
-  def restore(self, like: Any) -> tuple[int, Any] | None:
+  def restore(self, like: Any, clean_up: bool = True) -> tuple[int, Any] | None:
     """``(step, training state)`` of the newest checkpoint, or None; ``like`` gives the structure.
+
+    ``clean_up`` removes what an interrupted checkpoint write left behind (only
+    the process that writes the directory may).
 
     Raises:
       checkpoints.TrainingCheckpointError: the newest checkpoint is damaged.
     """
-    checkpoints.remove_staging_leftovers(self.checkpoint_dir)
+    if clean_up:
+      checkpoints.remove_staging_leftovers(self.checkpoint_dir)
     return checkpoints.restore(self.checkpoint_dir, like, self.config.fingerprint())
 
   def save_checkpoint(self, step: int, lopt: U.NominalLOpt, meta_params: Any,

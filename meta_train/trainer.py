@@ -38,14 +38,21 @@ class TrainingState:
 
 
 def device_mesh(num_devices: int) -> jax.sharding.Mesh | None:
-  """A mesh over the first ``num_devices`` local devices (0: all); None for one device.
+  """A mesh over the first ``num_devices`` devices (0: all); None for one device.
+
+  In a multi-process run (`meta_train.distributed`) the devices are those of
+  every process, and the mesh must span them all.
 
   Raises:
-    ValueError: more devices are asked for than exist.
+    ValueError: more devices are asked for than exist, or a multi-process run
+      asks for fewer than all.
   """
-  devices = jax.local_devices()
+  devices = jax.devices()
   if num_devices > len(devices):
-    raise ValueError(f"num_devices={num_devices} but only {len(devices)} local devices exist")
+    raise ValueError(f"num_devices={num_devices} but only {len(devices)} devices exist")
+  if num_devices and jax.process_count() > 1 and num_devices != len(devices):
+    raise ValueError(f"num_devices={num_devices}: a run over {jax.process_count()} processes "
+                     f"shards its runs over all {len(devices)} devices (use 0)")
   if num_devices:
     devices = devices[:num_devices]
   return run_mesh(devices) if len(devices) > 1 else None
@@ -75,7 +82,9 @@ class MetaTrainer(OuterTrainer):
       raise ValueError(f"MetaTrainer runs the unf_lopt backend, not {config.backend!r}: build the "
                        "trainer with meta_train.backends.make_trainer(config, ...)")
     super().__init__(config, run_dir, quiet)
-    self.problem = InnerProblem.from_task(self.task)  # raises if the data is not prepared
+    # Raises if the data is not prepared.
+    self.problem = InnerProblem.from_task(self.task,
+                                          max_device_data_mb=config.max_device_data_mb)
     self.mesh = device_mesh(config.num_devices)
     self.pes = TruncatedPES(
         self.lopt, self.problem,

@@ -106,7 +106,22 @@ class LanguageModelTask(base.Task):
                       "cell": {"recurrent": U.dense_spec("hidden", "hidden")},
                       "initial_state": ("state", "hidden")},
               "head": U.dense_spec("hidden", "vocab")}
-    return U.infer_spec(params)
+    return self._traced_spec(params)
+
+  def _traced_spec(self, params):
+    """The Transformer's symmetry as `unf_lopt.infer_spec` proves it, vocabulary permuted.
+
+    Tracing keeps token ids and logits in place (``fixed_io=True``). Like the UNF
+    paper, the task also permutes the vocabulary: the embedding's rows and the
+    head's outputs, with the data's token ids relabelled the same way.
+    """
+    tokens = self._inputs(self.dummy_batch())[:1]
+    spec = U.infer_spec(params, lambda p, t: self.model.apply({"params": p}, t), (tokens,))
+    vocab = "Embed_0.vocab"
+    spec["Embed_0"]["embedding"] = (vocab, *spec["Embed_0"]["embedding"][1:])
+    head = spec["Dense_0"]
+    spec["Dense_0"] = {"kernel": (head["kernel"][0], vocab), "bias": (vocab,)}
+    return spec
 
 
 def rnn_lm1b(length: int = 16, batch_size: int = 64, corpus: str = "lm1b", data_dir=None,

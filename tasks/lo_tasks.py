@@ -115,18 +115,6 @@ def _vector_spec(params: PyTree) -> PyTree:
   return jax.tree.map(lambda p: ("coordinates",) * jnp.ndim(p), params)
 
 
-def _fixed_spec(params: PyTree) -> PyTree:
-  """No permutation symmetry claimed: always valid, but the UNF layers then mix all entries."""
-  return jax.tree.map(lambda p: (U.FIXED,) * jnp.ndim(p), params)
-
-
-def _infer_or_fixed(params: PyTree) -> PyTree:
-  try:
-    return U.infer_spec(params)
-  except U.SpecError:
-    return _fixed_spec(params)
-
-
 # name -> (constructor of a learned_optimization Task or TaskFamily, spec of its params)
 LO_TASKS: dict[str, tuple[Callable[[], Any], Callable[[PyTree], PyTree]]] = {
     "quadratic": (lambda: lo.quadratics.QuadraticTask(dim=10), _vector_spec),
@@ -151,7 +139,8 @@ class LOTask(base.Task):
   Args:
     name: registry name (``lo:...``).
     lo_task_or_family: a learned_optimization ``Task`` or ``TaskFamily``.
-    spec: ``params -> spec`` for the update networks.
+    spec: ``params -> spec`` for the update networks; ``None`` infers it from
+      the loss (`unf_lopt.infer_spec`).
     task_seed: which instance of a family (seeds the key given to its ``sample``).
     num_batches: rows drawn per split.
   """
@@ -160,7 +149,7 @@ class LOTask(base.Task):
   num_classes = 1  # unused: the learned_optimization task's normalizer is used
   io_axes = frozenset()
 
-  def __init__(self, name: str, lo_task_or_family, spec: Callable[[PyTree], PyTree],
+  def __init__(self, name: str, lo_task_or_family, spec: Callable[[PyTree], PyTree] | None,
                task_seed: int = 0, num_batches: int = NUM_BATCHES):
     self.name = name
     if isinstance(lo_task_or_family, lo.tasks_base.TaskFamily):
@@ -231,7 +220,13 @@ class LOTask(base.Task):
   def spec(self, params: PyTree | None = None) -> PyTree:
     if params is None:
       params = jax.eval_shape(self.init, jax.random.PRNGKey(0))
+    if self._spec is None:
+      return self._traced_spec(params)
     return self._spec(params)
+
+  def _traced_spec(self, params: PyTree) -> PyTree:
+    """The symmetry of the task's loss that `unf_lopt.infer_spec` proves (data axes fixed)."""
+    return U.infer_spec(params, self.loss, (self.dummy_batch(),))
 
 
 def lo_task(name: str, spec: Callable[[PyTree], PyTree] | None = None, task_seed: int = 0,
@@ -244,8 +239,8 @@ def lo_task(name: str, spec: Callable[[PyTree], PyTree] | None = None, task_seed
       or a ``module.Class`` path under ``learned_optimization.tasks`` (e.g.
       ``quadratics.LogQuadraticTask``), constructed with ``options``.
       Its tfds-based image and language tasks need their datasets downloaded.
-    spec: ``params -> spec``; default: the registered one, else `unf_lopt.infer_spec`
-      where it recognises the parameters, else no symmetry (all axes fixed).
+    spec: ``params -> spec``; default: the registered one, else what
+      `unf_lopt.infer_spec` proves from the task's loss (data axes fixed).
     task_seed: which instance of a task family (seeds the key of its ``sample``).
     num_batches: data rows drawn per split.
   """
@@ -258,5 +253,5 @@ def lo_task(name: str, spec: Callable[[PyTree], PyTree] | None = None, task_seed
   else:
     factory = lo_integration.resolve("learned_optimization.tasks", name, "task", sorted(LO_TASKS))
     made = factory(**options)
-    default_spec = _infer_or_fixed
+    default_spec = None
   return LOTask(f"lo:{name}", made, spec or default_spec, task_seed, num_batches)

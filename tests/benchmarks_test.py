@@ -5,7 +5,7 @@ import pytest
 
 from unf_lopt import tasks
 from unf_lopt.evaluate.benchmarks import (bench_layers, bench_meta_train, bench_optimizer,
-                                          bench_tasks)
+                                          bench_real_models, bench_tasks)
 
 
 def task_parameter_count(name):
@@ -39,15 +39,18 @@ def test_task_benchmark_runs(capsys):
 @pytest.mark.slow
 def test_meta_train_benchmark_runs(capsys):
   bench_meta_train.main(["--task", "tiny_mlp", "--update-nets", "sgdm", "--devices", "1,2",
-                         "--num-runs", "4", "--trunc-length", "3", "--steps", "1"])
+                         "--processes", "1,2", "--num-runs", "4", "--trunc-length", "3",
+                         "--steps", "1"])
   lines = capsys.readouterr().out.strip().splitlines()
-  assert lines[-3].split()[:3] == ["task", "update", "net"]
-  rows = [line.split() for line in lines[-2:]]
-  # task, update net, conv impl ("-": the task has none), devices.
-  assert [row[:4] for row in rows] == [["tiny_mlp", "sgdm", "-", "1"],
-                                       ["tiny_mlp", "sgdm", "-", "2"]]
+  assert lines[-4].split()[:3] == ["task", "update", "net"]
+  rows = [line.split() for line in lines[-3:]]
+  # task, update net, conv impl ("-": the task has none), devices, processes; one device is
+  # not split over two processes.
+  assert [row[:5] for row in rows] == [["tiny_mlp", "sgdm", "-", "1", "1"],
+                                       ["tiny_mlp", "sgdm", "-", "2", "1"],
+                                       ["tiny_mlp", "sgdm", "-", "2", "2"]]
   # "vs 1 device" is each row's outer/s over the 1-device row's (both as printed, 2 decimals).
-  outer_per_second = [float(row[5]) for row in rows]
+  outer_per_second = [float(row[6]) for row in rows]
   ratios = [float(row[-2].rstrip("x")) for row in rows]
   for outer, ratio in zip(outer_per_second, ratios):
     assert ratio == pytest.approx(outer / outer_per_second[0], rel=0.01, abs=0.006)
@@ -59,10 +62,20 @@ def test_meta_train_benchmark_times_each_conv_impl(capsys):
                          "--num-runs", "2", "--trunc-length", "2", "--steps", "1",
                          "--repeats", "1"])
   rows = [line.split() for line in capsys.readouterr().out.strip().splitlines()[-2:]]
-  assert [row[:4] for row in rows] == [["tiny_cnn", "sgdm", "lax", "1"],
-                                       ["tiny_cnn", "sgdm", "patches", "1"]]
+  assert [row[:5] for row in rows] == [["tiny_cnn", "sgdm", "lax", "1", "1"],
+                                       ["tiny_cnn", "sgdm", "patches", "1", "1"]]
   # "vs first" is each row's outer/s over the lax row's.
-  outer_per_second = [float(row[5]) for row in rows]
+  outer_per_second = [float(row[6]) for row in rows]
   assert float(rows[0][-1].rstrip("x")) == 1.0
   assert float(rows[1][-1].rstrip("x")) == pytest.approx(outer_per_second[1] / outer_per_second[0],
                                                          rel=0.01, abs=0.006)
+
+
+@pytest.mark.slow
+def test_real_model_benchmark_prints_counts_and_ratios(capsys):
+  bench_real_models.main(["--models", "flatten_cnn", "--repeats", "1"])
+  row = capsys.readouterr().out.strip().splitlines()[-1].split()
+  assert row[0] == "flatten_cnn" and int(row[1]) == 824_458
+  legacy, bounded, linked = int(row[3]), int(row[4]), int(row[5])
+  assert legacy > 100_000_000 > 100_000 > bounded > linked
+  assert row[-4].endswith("x") and row[-1].endswith("x")  # bounded and deepset ratios to Adam

@@ -43,7 +43,7 @@ inputs = jax.random.normal(jax.random.PRNGKey(0), (16, 4))
 targets = jnp.arange(16) % 3
 # Compiled rather than eager: eager flax init dispatches op by op and is slow.
 params = jax.jit(model.init)(jax.random.PRNGKey(1), inputs)["params"]
-spec = unf_lopt.infer_spec(params)
+spec = unf_lopt.infer_spec(params, lambda p, x: model.apply({"params": p}, x), (inputs,))
 lopt = unf_lopt.NominalLOpt("unf", spec=spec, params_like=params, hidden=4, depth=1)
 tx = unf_lopt.as_optax(lopt, jax.jit(lopt.init)(jax.random.PRNGKey(2)))
 

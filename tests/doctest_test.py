@@ -16,7 +16,8 @@ NEEDS_LEARNED_OPTIMIZATION = {
 
 # Modules whose documentation must show an example (a module that loses its
 # examples in a refactoring fails here instead of passing with nothing run).
-MODULES = ["unf_lopt.spec", "unf_lopt.spec_inference", "unf_lopt.basis", "unf_lopt.layers",
+MODULES = ["unf_lopt.spec", "unf_lopt.spec_inference", "unf_lopt.spec_matching",
+           "unf_lopt.basis", "unf_lopt.layers",
            "unf_lopt.layers.deepset", "unf_lopt.atomic",
            "unf_lopt.permutations", "unf_lopt.features", "unf_lopt.optimizer",
            "unf_lopt.optax_adapter", "unf_lopt.checkpoint", "unf_lopt.tasks.data",

@@ -148,16 +148,30 @@ def test_spec_as_callable_or_inferred_steps_like_the_explicit_spec():
   explicit = U.NominalLOpt("unf", spec=spec, params_like=params)
   meta = dict(explicit.init(jax.random.PRNGKey(0)), log_beta=jnp.float32(0.0))  # beta = 1
 
-  def stepped(lopt):
+  def stepped(lopt, meta=meta):
     opt = lopt.opt_fn(meta)
     return opt.get_params(opt.update(opt.init(params), grads))
 
-  expected = stepped(explicit)
-  for given in (U.mlp_spec, "infer"):
-    got = stepped(U.NominalLOpt("unf", spec=given, params_like=params))
+  def assert_same(got, expected):
     assert jax.tree.structure(got) == jax.tree.structure(params)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
       np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+  assert_same(stepped(U.NominalLOpt("unf", spec=U.mlp_spec, params_like=params)),
+              stepped(explicit))
+  # Inferred from the model (inputs and outputs fixed): steps like the fixed-io builder's spec.
+  def apply_fn(p, x):
+    return jnp.tanh(x @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"]) @ p["Dense_1"]["kernel"] \
+        + p["Dense_1"]["bias"]
+
+  inferred = U.NominalLOpt("unf", spec="infer", params_like=params, apply_fn=apply_fn,
+                           example_args=(jnp.ones((2, 5)),))
+  fixed_io = U.NominalLOpt("unf", spec=U.mlp_spec(params, fixed_input=True, fixed_output=True),
+                           params_like=params)
+  fixed_meta = dict(fixed_io.init(jax.random.PRNGKey(0)), log_beta=jnp.float32(0.0))
+  assert_same(stepped(inferred, fixed_meta), stepped(fixed_io, fixed_meta))
+  with pytest.raises((ValueError, U.SpecError), match="apply_fn"):
+    stepped(U.NominalLOpt("unf", spec="infer", params_like=params))
 
 
 def test_bad_configuration_errors():

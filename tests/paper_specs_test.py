@@ -8,7 +8,13 @@ import pytest
 import unf_lopt as U
 from unf_lopt import tasks
 from unf_lopt.permutations import permute
+from unf_lopt.spec import is_axes, path_to_str
 from unf_lopt.tasks import models, paper_specs, registry, tokenizers
+
+
+def axes_by_path(spec):
+  return {path_to_str(p): axes
+          for p, axes in jax.tree_util.tree_flatten_with_path(spec, is_leaf=is_axes)[0]}
 
 PAPER_TASKS = ["mlp_fmnist", "cnn_cifar10", "cnn_fmnist_standin", "rnn_lm1b", "transformer_lm1b"]
 SCALARS = 3  # log_alpha, logit_g0, log_beta: Table 3 counts them with f
@@ -114,7 +120,17 @@ def test_default_spec_is_the_true_symmetry_unchanged():
   transformer = tasks.get_task("transformer_lm1b", tokenizer="bytes")
   params = shapes(transformer)
   assert "MultiHeadDotProductAttention_0" in params["Block_0"]
-  assert transformer.spec(params) == U.infer_spec(params)
+  tokens = np.zeros((1, 4), np.int32)
+  traced = axes_by_path(U.infer_spec(
+      params, lambda p, t: transformer.model.apply({"params": p}, t), (tokens,)))
+  # The traced symmetry (token ids and logits fixed), plus the vocabulary permuted as in the paper.
+  vocab_axes = {("Embed_0/embedding", 0), ("Dense_0/kernel", 1), ("Dense_0/bias", 0)}
+  for path, axes in axes_by_path(transformer.spec(params)).items():
+    for axis, name in enumerate(axes):
+      if (path, axis) in vocab_axes:
+        assert name == "Embed_0.vocab" and traced[path][axis] is U.FIXED
+      else:
+        assert name == traced[path][axis]
   assert transformer.io_axes == {"Embed_0.vocab"}
   # PAPER_FACTS: the true Transformer symmetry gives 81,320, not Table 3's 64,168.
   assert meta_param_count("unf", transformer) == 81_320

@@ -2,12 +2,15 @@
 
 import importlib
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import unf_lopt as U
-from unf_lopt import tasks
+from unf_lopt import checkpoint, shipped, tasks
 from unf_lopt.evaluate import evaluation
 
 # `unf_lopt.pretrained` is also the name of a function in unf_lopt's namespace.
@@ -80,3 +83,59 @@ def test_info_names_a_missing_key_and_an_unknown_optimizer(tmp_path, monkeypatch
     U.pretrained_info("x_opt")
   with pytest.raises(KeyError, match="x_opt"):
     U.pretrained_info("y_opt")
+
+
+def sequential_mlp(widths, inputs):
+  layers = []
+  for width in widths[:-1]:
+    layers += [nn.Dense(width), nn.relu]
+  model = nn.Sequential([*layers, nn.Dense(widths[-1])])
+  x = jax.random.normal(jax.random.PRNGKey(0), (64, inputs))
+  labels = jnp.arange(64) % widths[-1]
+  params = model.init(jax.random.PRNGKey(1), x)["params"]
+  loss_fn = lambda p: optax.softmax_cross_entropy_with_integer_labels(
+      model.apply({"params": p}, x), labels).mean()
+  return params, loss_fn
+
+
+def train_with(name, params, loss_fn, steps=15):
+  tx = optax.chain(optax.clip_by_global_norm(1.0), U.as_optax(*U.pretrained(name)))
+  state = tx.init(params)
+
+  @jax.jit
+  def step(params, state):
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, state = tx.update(grads, state, params, value=loss)
+    return optax.apply_updates(params, updates), state
+
+  for _ in range(steps):
+    params, state = step(params, state)
+  return params
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("widths,inputs", [((32, 10), 64), ((20, 7), 50)])
+def test_shipped_optimizers_train_renamed_and_rewidened_mlps(name, widths, inputs):
+  # nn.Sequential names its layers layers_0 and layers_2, not the Dense_0/Dense_1 trained on.
+  params, loss_fn = sequential_mlp(widths, inputs)
+  assert sorted(params) == ["layers_0", "layers_2"]
+  trained = train_with(name, params, loss_fn)
+  assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(trained))
+  assert float(loss_fn(trained)) < 0.8 * float(loss_fn(params))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_deeper_mlp_is_refused_by_unf_and_nfn_only(name):
+  params, loss_fn = sequential_mlp((24, 16, 10), 30)
+  if name.startswith(("unf", "nfn")):
+    with pytest.raises(U.SpecError, match=r"another structure.*6 vs 4.*deepset_mlp_fmnist"):
+      U.as_optax(*U.pretrained(name)).init(params)
+  else:  # deepset and sgdm fit any model
+    trained = train_with(name, params, loss_fn)
+    assert float(loss_fn(trained)) < float(loss_fn(params))
+
+
+def test_shipped_names_read_the_checkpoint_config_file():
+  assert shipped.CHECKPOINT_CONFIG_FILE == checkpoint.CONFIG_FILE
+  assert U.available_pretrained() == shipped.shipped_names()
+  assert set(SHIPPED) <= set(shipped.shipped_names())

@@ -8,6 +8,8 @@ from unf_lopt.optax_adapter import as_optax
 from unf_lopt.optimizer import NominalLOpt
 from unf_lopt.pretrained import available_pretrained, pretrained, pretrained_info
 from unf_lopt.spec_inference import infer_spec
+from unf_lopt.spec_verify import verify_spec
+from unf_lopt.spec_matching import SpecMatch, match_spec
 from unf_lopt.update_nets import UpdateNet
 from unf_lopt.spec import (FIXED, SpecError, attention_spec, conv_spec, dense_spec,
                            embed_spec, layer_norm_spec, mlp_spec, recurrent_cell_spec,
@@ -22,6 +24,7 @@ __all__ = [
     "NFNLinear",
     "NominalLOpt",
     "SpecError",
+    "SpecMatch",
     "UNFLinear",
     "UpdateNet",
     "as_optax",
@@ -35,6 +38,7 @@ __all__ = [
     "invariant_pool",
     "layer_norm_spec",
     "load_checkpoint",
+    "match_spec",
     "mlp_spec",
     "num_basis_terms",
     "pointwise",
@@ -44,6 +48,7 @@ __all__ = [
     "save_checkpoint",
     "valid_partitions",
     "validate_spec",
+    "verify_spec",
 ]
 
 __version__ = "0.1.0"

@@ -17,10 +17,15 @@ checksum, and raises :class:`CheckpointError` naming the file for anything
 truncated, corrupted or foreign.
 
 Format versions: 1 has no ``momentum`` / ``feature_normalization`` /
-``initial_beta`` (they load as the defaults). An optimizer whose momentum or
-feature normalisation is not the default is written as version 2, which an
-unf-lopt too old to know the options refuses instead of running it with the
-wrong features; every other checkpoint is still written as version 1.
+``initial_beta`` / ``max_folded_size`` / ``tensor_pairs`` (they load as what
+such checkpoints were trained with: the defaults of the first three, and
+``max_folded_size=None``, every fixed axis folded, and ``tensor_pairs="all"``).
+An optimizer whose momentum or feature normalisation is not the default, or
+whose ``unf`` head differs from the legacy one on its weight space (a fixed
+axis beyond ``max_folded_size``, or ``tensor_pairs="linked"``), is written as
+version 2, which an unf-lopt too old to know the options refuses instead of
+running it with the wrong features or network; every other checkpoint is
+still written as version 1.
 
 Example:
   >>> import tempfile, jax, unf_lopt
@@ -47,7 +52,9 @@ import jax
 import numpy as np
 
 from unf_lopt.atomic import atomic_directory
+from unf_lopt.layers.engine import large_fixed_positions
 from unf_lopt.optimizer import INITIAL_BETA, NominalLOpt
+from unf_lopt.spec import tensor_infos
 
 PyTree = Any
 FORMAT = "unf-lopt-checkpoint"
@@ -56,7 +63,7 @@ OPTIONS_FORMAT_VERSION = 2  # a non-default momentum or feature normalisation
 READABLE_VERSIONS = (FORMAT_VERSION, OPTIONS_FORMAT_VERSION)
 # What a version-1 checkpoint, written before the options existed, was trained with.
 DEFAULT_OPTIONS = {"momentum": "accumulate", "feature_normalization": "per_channel",
-                   "initial_beta": INITIAL_BETA}
+                   "initial_beta": INITIAL_BETA, "max_folded_size": None, "tensor_pairs": "all"}
 # The options that change the update rule, not only the initial meta-parameters.
 _RULE_OPTIONS = ("momentum", "feature_normalization")
 CONFIG_FILE = "optimizer.json"
@@ -87,6 +94,9 @@ def _spec_from_json(node: Any) -> PyTree:
 
 
 def _stored_spec(lopt: NominalLOpt) -> Any:
+  if lopt.spec == "infer" and lopt.apply_fn is not None and lopt.params_like is not None:
+    # Inferred from the model's apply function, which is not stored: store its result.
+    return _spec_to_json(lopt.resolve_spec(lopt.params_like))
   if lopt.spec is None or lopt.spec == "infer":
     return lopt.spec
   if callable(lopt.spec):
@@ -97,6 +107,20 @@ def _stored_spec(lopt: NominalLOpt) -> Any:
   return _spec_to_json(lopt.spec)
 
 
+def _changes_the_network(lopt: NominalLOpt) -> bool:
+  """Whether ``lopt``'s update net differs from the legacy one an old reader would build."""
+  if lopt.update_net != "unf":
+    return False  # only the unf head takes the options
+  if lopt.tensor_pairs != DEFAULT_OPTIONS["tensor_pairs"]:
+    return True
+  if lopt.max_folded_size is None:
+    return False
+  if lopt.params_like is None:
+    return True  # the sizes of the fixed axes are unknown: assume it matters
+  infos, _ = tensor_infos(lopt.resolve_spec(lopt.params_like), lopt.params_like)
+  return any(large_fixed_positions(info, lopt.max_folded_size) for info in infos)
+
+
 def save_checkpoint(path: str | os.PathLike, lopt: NominalLOpt, meta_params: PyTree,
                     metadata: Mapping[str, Any] | None = None) -> None:
   """Writes ``lopt`` and ``meta_params`` to the directory ``path``, atomically."""
@@ -104,7 +128,8 @@ def save_checkpoint(path: str | os.PathLike, lopt: NominalLOpt, meta_params: PyT
   payload = flax.serialization.msgpack_serialize(
       jax.tree.map(np.asarray, flax.serialization.to_state_dict(meta_params)))
   options = lopt.options()
-  changes_the_rule = any(options[name] != DEFAULT_OPTIONS[name] for name in _RULE_OPTIONS)
+  changes_the_rule = (any(options[name] != DEFAULT_OPTIONS[name] for name in _RULE_OPTIONS)
+                      or _changes_the_network(lopt))
   config = {
       "format": FORMAT,
       "format_version": OPTIONS_FORMAT_VERSION if changes_the_rule else FORMAT_VERSION,

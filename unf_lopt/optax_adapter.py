@@ -23,6 +23,7 @@ counted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flax.struct
@@ -47,21 +48,56 @@ class LearnedOptimizerState:
 
 
 def as_optax(lopt: optimizer_lib.NominalLOpt, meta_params: PyTree,
-             num_steps: int | None = None) -> optax.GradientTransformationExtraArgs:
+             num_steps: int | None = None, *, spec: PyTree | Callable | str | None = None,
+             apply_fn: Callable | None = None,
+             example_args: tuple = ()) -> optax.GradientTransformationExtraArgs:
   """Wraps a (trained) learned optimizer for use in ``optax.chain``.
+
+  A UNF or NFN optimizer trained on one model applies to every model whose
+  weight space has the structure of the one it was trained on, up to widths
+  and tensor names (`unf_lopt.spec_matching`): a shipped MLP optimizer trains
+  any 2-layer MLP, ``nn.Sequential`` or not. Without ``spec`` or ``apply_fn``
+  the correspondence is read off the shapes (a structural guess, harmless for
+  an optimizer); either makes it exact. A model of another structure gets a
+  :class:`unf_lopt.SpecError` that says what differs. ``deepset``, ``sgdm`` and
+  ``adam`` fit any model.
 
   Args:
     lopt: the learned optimizer (its kind, spec and architecture).
     meta_params: its meta-parameters, e.g. from :func:`unf_lopt.load_checkpoint`.
     num_steps: the planned training length, kept in the state for update
       networks that condition on it.
+    spec: the spec of the optimized model (a pytree, a function of the params,
+      or ``"infer"``: infer it from ``apply_fn``). When ``lopt`` holds a trained
+      spec, the model's spec is matched onto it; otherwise it is the spec the
+      update network uses.
+    apply_fn: the model, ``apply_fn(params, *example_args)``. Its spec is
+      inferred with :func:`unf_lopt.infer_spec` (unless ``spec`` is given) and
+      checked with :func:`unf_lopt.verify_spec` once, when the transformation
+      first meets the params (eagerly; random arrays stand in for params that
+      are tracers). The shipped optimizers were trained with the data inputs
+      and outputs permuted, as in the UNF paper; a spec with them fixed cannot
+      have their structure, so for matching the spec is inferred with
+      ``fixed_io=False`` (the verified spec is the ``fixed_io=True`` one, the
+      model's true symmetry).
+    example_args: the inputs ``apply_fn`` is traced and verified on.
 
   Returns:
     A gradient transformation; ``adam`` gives optax's Adam at the baseline rate.
+
+  Raises:
+    ValueError: ``spec="infer"`` without an ``apply_fn``.
   """
   if lopt.update_net == "adam":
     return optax.with_extra_args_support(optax.adam(optimizer_lib.ADAM_LEARNING_RATE))
-  opt = lopt.opt_fn(meta_params)
+  if isinstance(spec, str) and spec == "infer" and apply_fn is None and lopt.apply_fn is None:
+    raise ValueError("as_optax(spec='infer') infers the model's spec from its apply function: "
+                     "pass apply_fn=... (and example_args=...), or a spec")
+  if spec is None and apply_fn is None:
+    opt = lopt.opt_fn(meta_params)
+  else:
+    opt = optimizer_lib.NominalOptimizer(lopt, meta_params, spec=spec, apply_fn=apply_fn,
+                                         example_args=example_args)
 
   def init_fn(params):
     state = opt.init(params, num_steps=num_steps)

@@ -35,24 +35,28 @@ and the step counter stay as they were and ``state.skipped_steps`` counts it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from unf_lopt import features as features_lib
-from unf_lopt.spec import FIXED, validate_spec
+from unf_lopt import spec_matching
+from unf_lopt.spec import FIXED, SpecError, path_to_str, validate_spec
 from unf_lopt.spec_inference import infer_spec
-from unf_lopt.update_nets import UPDATE_NETS, UpdateNet
+from unf_lopt.update_nets import TENSOR_PAIRS, UPDATE_NETS, UpdateNet
 
 PyTree = Any
 KINDS = (*UPDATE_NETS, "sgdm", "adam")
 INITIAL_ALPHA, INITIAL_BETA, INITIAL_G0 = 0.1, 1e-3, 0.9
 MOMENTUM_KINDS = features_lib.MOMENTUM_KINDS
 FEATURE_NORMALIZATIONS = features_lib.FEATURE_NORMALIZATIONS
+# Fixed axes of a tensor up to this many entries fold into the unf head's channels.
+DEFAULT_MAX_FOLDED_SIZE = 16
 ADAM_LEARNING_RATE = 1e-3  # optax's usual default; not meta-tuned
 
 
@@ -107,15 +111,165 @@ def _trivial_spec(params: PyTree) -> PyTree:
   return jax.tree.map(lambda p: (FIXED,) * jnp.ndim(p), params)
 
 
-class NominalOptimizer:
-  """An optimizer with fixed meta-parameters (what ``opt_fn`` returns)."""
+def _is_spec_tree(spec: Any) -> bool:
+  """True for a spec pytree (not None, ``"infer"`` or a function of the params)."""
+  return spec is not None and not isinstance(spec, str) and not callable(spec)
 
-  def __init__(self, lopt: "NominalLOpt", meta_params: PyTree):
+
+def _concrete(params: PyTree) -> PyTree:
+  """``params``, or random arrays of their shapes where they are tracers (inside jit)."""
+  rng = np.random.default_rng(0)
+
+  def concrete(p):
+    if not isinstance(p, jax.core.Tracer) and not isinstance(p, jax.ShapeDtypeStruct):
+      return p
+    dtype = np.dtype(p.dtype)
+    if not np.issubdtype(dtype, np.floating):
+      return np.zeros(p.shape, dtype)
+    return rng.standard_normal(p.shape).astype(dtype)
+  return jax.tree.map(concrete, params)
+
+
+def _infer_with(params: PyTree, apply_fn: Callable, example_args: tuple, fixed_io: bool):
+  return infer_spec(params, apply_fn=apply_fn, example_args=tuple(example_args),
+                    fixed_io=fixed_io)
+
+
+def _fits(spec: PyTree, params: PyTree) -> bool:
+  try:
+    validate_spec(spec, params)
+  except SpecError:
+    return False
+  return True
+
+
+class NominalOptimizer:
+  """An optimizer with fixed meta-parameters (what ``opt_fn`` returns).
+
+  ``spec``, ``apply_fn`` and ``example_args`` describe the optimized model
+  (see :func:`unf_lopt.as_optax`); by default the ``lopt``'s own are used.
+  """
+
+  def __init__(self, lopt: "NominalLOpt", meta_params: PyTree, *,
+               spec: PyTree | Callable | str | None = None, apply_fn: Callable | None = None,
+               example_args: tuple = ()):
     self.lopt = lopt
     self.meta_params = meta_params
+    self.model_spec = spec
+    self.apply_fn_given = apply_fn is not None
+    self.apply_fn = apply_fn if apply_fn is not None else lopt.apply_fn
+    self.example_args = tuple(example_args) if apply_fn is not None else lopt.example_args
+    self._fits: dict[Any, tuple[PyTree, spec_matching.SpecMatch | None]] = {}
+
+  def fit(self, params: PyTree) -> tuple[PyTree, spec_matching.SpecMatch | None]:
+    """The spec the update network runs with on ``params``, and the match if it needs one.
+
+    With a match, the network runs on ``match.to_template(features)`` and its
+    outputs come back through ``match.from_template``. Computed once per
+    params structure (the first call infers and verifies; it may be eager).
+    """
+    leaves, treedef = jax.tree.flatten(params)
+    key = (treedef, tuple((tuple(np.shape(p)), str(jnp.result_type(p))) for p in leaves))
+    if key not in self._fits:
+      self._fits[key] = self._fit(params)
+    return self._fits[key]
+
+  def _fit(self, params: PyTree) -> tuple[PyTree, spec_matching.SpecMatch | None]:
+    lopt = self.lopt
+    template = lopt.spec if _is_spec_tree(lopt.spec) else None
+    if template is None:  # the spec is made from the params: nothing to match
+      source = self.model_spec if self.model_spec is not None else lopt.spec
+      return self._model_specs(source, params, strict=self.model_spec is not None)[-1], None
+    if self.model_spec is None and not self.apply_fn_given and _fits(template, params):
+      if self.apply_fn is not None:  # NominalLOpt(spec=..., apply_fn=...) checks its own spec
+        self._verify(params, template)
+      return template, None
+    if self.model_spec is None and self.apply_fn is None:  # a structural guess
+      return template, self._checked(spec_matching.match_spec(template, params), params)
+    source = self.model_spec if self.model_spec is not None else "infer"
+    candidates = self._model_specs(source, params, alternatives=True)
+    first_error = None
+    for candidate in candidates:
+      try:
+        match = spec_matching.match_spec(template, params, spec=candidate)
+        break
+      except SpecError as error:
+        first_error = first_error or error
+    else:
+      raise first_error
+    return template, (None if match.is_identity else self._checked(match, params))
+
+  def _model_specs(self, source: Any, params: PyTree, *, strict: bool = True,
+                   alternatives: bool = False) -> list[PyTree]:
+    """The model's spec (given, or inferred; verified), after alternatives to match first.
+
+    Shipped templates permute the data axes as the paper does, which a spec with
+    fixed inputs and outputs cannot match; so with ``alternatives`` an inferred
+    spec comes after its permuted-io version, which is tried first. The
+    verified spec is the fixed-io one, the model's true symmetry.
+    """
+    apply_fn, args = self.apply_fn, self.example_args
+    if isinstance(source, str) and source != "infer":
+      raise ValueError(f"spec={source!r}: the only string accepted is 'infer'")
+    others = []
+    if source is None:
+      spec = _trivial_spec(params)
+    elif isinstance(source, str):
+      if apply_fn is not None:
+        spec = _infer_with(params, apply_fn, args, fixed_io=True)
+        if alternatives:
+          try:
+            others = [_infer_with(params, apply_fn, args, fixed_io=False)]
+          except SpecError:
+            pass  # only the fixed-io spec can be inferred: match with that one
+      elif strict:
+        raise ValueError("spec='infer' infers the spec from the model: pass apply_fn=... "
+                         "(and example_args=...), or a spec")
+      else:
+        spec = infer_spec(params)
+    else:
+      spec = source(params) if callable(source) else source
+    validate_spec(spec, params)
+    if apply_fn is not None:
+      self._verify(params, spec)
+    return [*others, spec]
+
+  def _verify(self, params: PyTree, spec: PyTree) -> None:
+    from unf_lopt.spec_verify import verify_spec  # pylint: disable=g-import-not-at-top
+    verify_spec(self.apply_fn, _concrete(params), spec, *self.example_args)
+
+  def _checked(self, match: spec_matching.SpecMatch, params: PyTree) -> spec_matching.SpecMatch:
+    """``match``, once the meta-parameters' shapes fit the weight space it gives."""
+    meta = self.meta_params.get("update_net") if isinstance(self.meta_params, Mapping) else None
+    if meta is None:
+      return match
+    lopt = self.lopt
+    shapes = match.to_template(jax.tree.map(
+        lambda p: jax.ShapeDtypeStruct((*np.shape(p), features_lib.NUM_FEATURES), jnp.float32),
+        params))
+    net = lopt.network()
+    expected = jax.eval_shape(lambda x: net.init(jax.random.PRNGKey(0), x, match.template_spec),
+                              shapes)
+    shape_of = lambda tree: {path_to_str(p): tuple(np.shape(x))
+                             for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    got, wanted = shape_of(meta), shape_of(expected)
+    if got != wanted:
+      differing = sorted(k for k in set(got) | set(wanted) if got.get(k) != wanted.get(k))
+      # A tensor's own bias in the head has one entry per folded fixed index: those name
+      # the culprits (every kernel that reads them differs too).
+      culprits = sorted(user for user, template in match.tensor_map.items()
+                        if any(k.endswith(f"bias[{template}]") for k in differing))
+      raise SpecError(
+          f"this {lopt.update_net} optimizer's meta-parameters do not fit your weight space "
+          f"although its structure matches: the fixed axes of {culprits or differing} have other "
+          "sizes than the ones it was trained on (small fixed axes fold into the update "
+          "network's channels). The deepset_* pretrained optimizers fit any model.")
+    return match
 
   def init(self, params: PyTree, num_steps: int | None = None, key=None) -> NominalState:
     del key  # deterministic
+    if self.lopt.update_net in ("unf", "nfn"):
+      self.fit(params)  # eagerly where possible: infers and verifies a model's spec once
     zeros = jax.tree.map(jnp.zeros_like, params)
     return NominalState(params=params, momenta=features_lib.init_momenta(params),
                         nominal_momentum=zeros, **_counters(num_steps))
@@ -135,9 +289,16 @@ class NominalOptimizer:
       beta = jnp.exp(meta["log_beta"])
       inputs = features_lib.build_features(state.params, grads, momenta, state.step,
                                            lopt.feature_normalization)
-      spec = lopt.resolve_spec(state.params)
-      learned = UpdateNet(lopt.update_net, lopt.hidden, lopt.depth).apply(
+      if lopt.update_net == "deepset":  # a spec changes nothing: any weight space fits
+        spec, match = _trivial_spec(state.params), None
+      else:
+        spec, match = self.fit(state.params)
+      if match is not None:  # a trained optimizer on another weight space of its structure
+        inputs = match.to_template(inputs)
+      learned = lopt.network().apply(
           meta["update_net"], inputs, spec)
+      if match is not None:
+        learned = match.from_template(learned)
       step = jax.tree.map(lambda m, f: alpha * (m + beta * f.astype(m.dtype)), nominal, learned)
     else:
       step = jax.tree.map(lambda m: alpha * m, nominal)
@@ -181,7 +342,10 @@ class NominalLOpt:
       alpha and g0 still learned) or ``"adam"`` (fixed, nothing learned).
     spec: weight-space spec of the optimized parameters, a callable
       ``params -> spec``, or ``"infer"`` for :func:`unf_lopt.infer_spec`.
-      Needed for ``unf`` and ``nfn``; others ignore it.
+      Needed for ``unf`` and ``nfn``; others ignore it. A spec pytree is also a
+      template: params it does not fit but whose weight space has its structure
+      (other widths and tensor names) are matched onto it
+      (:func:`unf_lopt.match_spec`), so a trained optimizer transfers.
     params_like: the optimized parameters (or arrays of their shapes); needed
       by ``init`` for ``unf`` and ``nfn`` whose size depends on the weight space.
     hidden: width of the update network's DeepSet trunk.
@@ -198,6 +362,25 @@ class NominalLOpt:
     initial_beta: initial value of the output multiplier ``beta`` (default
       1e-3, the paper's; the authors' code starts at 1e-4). Only the initial
       meta-parameters depend on it.
+    apply_fn: the optimized model, ``apply_fn(params, *example_args)``. With
+      ``spec="infer"`` the spec is inferred from it (:func:`unf_lopt.infer_spec`,
+      data inputs and outputs fixed); for ``unf`` and ``nfn`` the resolved spec
+      is checked with :func:`unf_lopt.verify_spec` once, when the optimizer first
+      meets the params (eagerly, with random arrays of their shapes if they are
+      tracers). When ``spec`` is a trained template that the params do not fit,
+      the model's spec inferred from ``apply_fn`` makes the match exact (see
+      :func:`unf_lopt.as_optax`). Not stored in checkpoints.
+    example_args: the inputs ``apply_fn`` is traced and verified on.
+    max_folded_size: how the ``unf`` head treats fixed axes (`UpdateNet`): the
+      fixed axes of a tensor fold into channels while they hold at most this
+      many entries (default ``DEFAULT_MAX_FOLDED_SIZE`` = 16: 3x3 filter
+      taps and 10 classes fold); larger ones are shared with positional
+      channels, so the meta-parameters do not grow with them. ``None`` folds
+      every fixed axis (the legacy net, what checkpoints without the option
+      were trained with).
+    tensor_pairs: ``"all"`` (default) or ``"linked"``, the ``unf`` head's
+      cross-tensor terms (`unf_lopt.layers.UNFLinear`); ``"linked"`` bounds
+      the head on weight spaces with many tensors (a ResNet with BatchNorm).
 
   Example:
     >>> import jax
@@ -212,7 +395,9 @@ class NominalLOpt:
   def __init__(self, update_net: str = "unf", spec: PyTree | Callable | str | None = None,
                params_like: PyTree | None = None, hidden: int = 32, depth: int = 3,
                momentum: str = "accumulate", feature_normalization: str = "per_channel",
-               initial_beta: float = INITIAL_BETA):
+               initial_beta: float = INITIAL_BETA, apply_fn: Callable | None = None,
+               example_args: tuple = (), max_folded_size: int | None = DEFAULT_MAX_FOLDED_SIZE,
+               tensor_pairs: str = "all"):
     if update_net not in KINDS:
       raise ValueError(f"unknown update_net {update_net!r}; expected one of {KINDS}")
     if update_net in ("unf", "nfn") and spec is None:
@@ -236,6 +421,18 @@ class NominalLOpt:
     self.momentum = momentum
     self.feature_normalization = feature_normalization
     self.initial_beta = float(initial_beta)
+    if max_folded_size is not None and (isinstance(max_folded_size, bool)
+                                        or not isinstance(max_folded_size, int)
+                                        or max_folded_size < 1):
+      raise ValueError(f"max_folded_size must be a positive int or None, got {max_folded_size!r}")
+    features_lib.check_choice("tensor_pairs", tensor_pairs, TENSOR_PAIRS)
+    self.max_folded_size = max_folded_size
+    self.tensor_pairs = tensor_pairs
+    if apply_fn is not None and not callable(apply_fn):
+      raise TypeError(f"apply_fn must be a function of (params, *example_args), got "
+                      f"{type(apply_fn).__name__}")
+    self.apply_fn = apply_fn
+    self.example_args = tuple(example_args)
 
   def options(self) -> dict[str, Any]:
     """The constructor options besides ``update_net``, ``spec`` and ``params_like``.
@@ -245,7 +442,14 @@ class NominalLOpt:
     """
     return {"hidden": self.hidden, "depth": self.depth, "momentum": self.momentum,
             "feature_normalization": self.feature_normalization,
-            "initial_beta": self.initial_beta}
+            "initial_beta": self.initial_beta, "max_folded_size": self.max_folded_size,
+            "tensor_pairs": self.tensor_pairs}
+
+  def network(self) -> UpdateNet:
+    """The update network ``f`` with this optimizer's architecture options."""
+    return UpdateNet(self.update_net, self.hidden, self.depth,
+                     max_folded_size=self.max_folded_size, tensor_pairs=self.tensor_pairs)
+
   @property
   def name(self) -> str:
     return f"NominalLOpt_{self.update_net}"
@@ -256,7 +460,8 @@ class NominalLOpt:
     if isinstance(self.spec, str):
       if self.spec != "infer":
         raise ValueError(f"spec={self.spec!r}: the only string accepted is 'infer'")
-      spec = infer_spec(params)
+      spec = (_infer_with(params, self.apply_fn, self.example_args, fixed_io=True)
+              if self.apply_fn is not None else infer_spec(params))
     elif callable(self.spec):
       spec = self.spec(params)
     else:
@@ -275,10 +480,11 @@ class NominalLOpt:
         raise ValueError(f"NominalLOpt({self.update_net!r}).init needs the parameter shapes: "
                          "pass params_like=... (the optimized params)")
       like = self.params_like if self.params_like is not None else {"w": jnp.zeros((1,))}
-      spec = self.resolve_spec(like)
+      # deepset's size does not depend on the weight space, and it ignores the spec.
+      spec = _trivial_spec(like) if self.update_net == "deepset" else self.resolve_spec(like)
       inputs = jax.tree.map(
           lambda p: jnp.zeros((*jnp.shape(p), features_lib.NUM_FEATURES), jnp.float32), like)
-      net = UpdateNet(self.update_net, self.hidden, self.depth)
+      net = self.network()
       meta["update_net"] = jax.jit(lambda k: net.init(k, inputs, spec))(key)
       meta["log_beta"] = jnp.asarray(math.log(self.initial_beta), jnp.float32)
     return meta

@@ -16,10 +16,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from unf_lopt.checkpoint import CONFIG_FILE, load_checkpoint
+from unf_lopt.checkpoint import load_checkpoint
 from unf_lopt.optimizer import NominalLOpt
-
-SHIPPED = Path(__file__).parent / "pretrained_optimizers"
+from unf_lopt.shipped import SHIPPED, shipped_names
 INFO_FILE = "info.json"
 # Keys every info.json holds; `get_task(info["task"], **info["task_options"])` rebuilds the
 # task the optimizer was meta-trained on, and ``num_steps`` is its meta-training horizon.
@@ -28,9 +27,7 @@ INFO_KEYS = ("task", "task_options", "spec", "num_steps")
 
 def available_pretrained() -> list[str]:
   """Names accepted by :func:`pretrained`."""
-  if not SHIPPED.is_dir():
-    return []
-  return sorted(p.name for p in SHIPPED.iterdir() if (p / CONFIG_FILE).is_file())
+  return shipped_names()
 
 
 def _checked_name(name: str) -> Path:

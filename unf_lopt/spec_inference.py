@@ -1,323 +1,251 @@
-"""Inferring the weight-space specification of a flax.linen parameter tree.
+"""Inferring the weight-space specification of a model from its computation.
 
-:func:`infer_spec` recognises standard flax.linen modules by their parameter
-names and shapes (``Dense``, ``Conv``, ``Embed``, ``LayerNorm``/``BatchNorm``,
-``SimpleCell``/``GRUCell``/``LSTMCell``/``OptimizedLSTMCell``,
-``MultiHeadDotProductAttention``) and links them into one weight space:
+:func:`infer_spec` traces the model to a jaxpr and follows every parameter axis
+through every operation (:mod:`unf_lopt.spec_tracing`): axes that a matrix
+product contracts, that are added together, that a loop carries from one step
+to the next, must be permuted together and get one name; axes that a reshape
+merges, a slice cuts, a convolution slides over, a varying constant (a fixed
+position table) pins, or an unknown operation reads, are ``FIXED``. The result
+is never a false symmetry: when the analysis is unsure it fixes the axis.
 
-* modules are read in the order of the parameter dict, which is the order
-  flax calls them in ``init``; the input axis of a module is the output axis of
-  the module before it, and a size mismatch is an error, never a guess;
-* if the tree holds a ``LayerNorm`` or an attention module, the model is taken
-  to have a residual stream, and every module port with the stream's width is
-  put on the stream's name (so residual Transformer blocks, whose blocks read
-  and write one stream, get one permutation for it).
-
-Tying two axes that could be permuted independently gives a smaller symmetry
-group that is still a true symmetry; failing to tie axes that must move
-together would not be. Where the rules above cannot decide, the error names
-the tensor and suggests ``overrides``.
+Parameter names and shapes alone cannot tell a branch from a chain, a fixed
+position encoding from none, GroupNorm from LayerNorm, or a dict out of call
+order; so :func:`infer_spec` needs the model. Where no model function is at
+hand, write the spec by hand with :func:`unf_lopt.spec.mlp_spec`,
+:func:`unf_lopt.spec.dense_spec`, :func:`unf_lopt.spec.conv_spec` and friends.
 
 Example:
   >>> import jax, jax.numpy as jnp, flax.linen as nn
   >>> model = nn.Sequential([nn.Dense(32), nn.relu, nn.Dense(10)])
-  >>> params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64)))["params"]
-  >>> infer_spec(params)["layers_2"]
-  {'kernel': ('layers_0.out', 'layers_2.out'), 'bias': ('layers_2.out',)}
+  >>> x = jnp.zeros((1, 64))
+  >>> params = model.init(jax.random.PRNGKey(0), x)["params"]
+  >>> apply_fn = lambda p, x: model.apply({"params": p}, x)
+  >>> infer_spec(params, apply_fn, (x,))["layers_2"]
+  {'bias': (None,), 'kernel': ('layers_0/kernel:1', None)}
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+import difflib
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
-import numpy as np
+import jax
 
 from unf_lopt.spec import FIXED, SpecError, validate_spec
+from unf_lopt.spec_tracing import TracedAxes, trace_axis_classes
 
 PyTree = Any
 
-_GRU_GATES = {"ir", "iz", "in", "hr", "hz", "hn"}
-_LSTM_GATES = {"ii", "if", "ig", "io", "hi", "hf", "hg", "ho"}
-_ATTENTION_KEYS = {"query", "key", "value", "out"}
+_NO_APPLY_FN = (
+    "infer_spec needs the model: infer_spec(params, apply_fn, example_args), where "
+    "apply_fn(params, *example_args) runs it (for flax: "
+    "apply_fn=lambda p, x: model.apply({'params': p}, x)). Parameter names and shapes alone "
+    "cannot tell branches, projection shortcuts, fixed position encodings, GroupNorm or "
+    "token mixing from a plain chain, so a spec guessed from them can be a false symmetry. "
+    "Without a model function, write the spec by hand with unf_lopt.mlp_spec, dense_spec, "
+    "conv_spec, embed_spec, layer_norm_spec, recurrent_cell_spec or attention_spec.")
 
 
-def _shape(array) -> tuple[int, ...]:
-  return tuple(int(d) for d in np.shape(array))
-
-
-def _is_dense(node) -> bool:
-  return (isinstance(node, Mapping) and "kernel" in node and set(node) <= {"kernel", "bias"}
-          and not isinstance(node["kernel"], Mapping))
-
-
-def _is_norm(node) -> bool:
-  return (isinstance(node, Mapping) and node and set(node) <= {"scale", "bias"}
-          and all(not isinstance(v, Mapping) and len(_shape(v)) == 1 for v in node.values()))
-
-
-def _module_kind(node) -> str | None:
-  if not isinstance(node, Mapping):
-    return None
-  keys = set(node)
-  if _is_dense(node):
-    return "dense" if len(_shape(node["kernel"])) == 2 else "conv"
-  if keys == {"embedding"} and len(_shape(node["embedding"])) == 2:
-    return "embed"
-  if _is_norm(node):
-    return "norm"
-  if keys == {"i", "h"} and all(_is_dense(node[k]) for k in keys):
-    return "simple_cell"
-  if keys in (_GRU_GATES, _LSTM_GATES) and all(_is_dense(node[k]) for k in keys):
-    return "gated_cell"
-  if keys == _ATTENTION_KEYS:
-    return "attention"
-  return None
-
-
-class _Linker:
-  """Walks the modules and hands out axis names."""
-
-  def __init__(self, params: Mapping, conv_spatial: str, overrides: Mapping[str, tuple]):
-    self.sizes: dict[Hashable, int] = {}
-    self.current: Hashable | None = None
-    self.stream: Hashable | None = None
-    self.conv_spatial = conv_spatial
-    self.overrides = dict(overrides)
-    self.stream_width = self._find_stream_width(params)
-    self.produced: list[tuple[Hashable, str]] = []
-    self.consumed: set[Hashable] = set()
-    self.dangling_inputs: list[tuple[Hashable, str]] = []
-    self.vocab_inputs: list[Hashable] = []
-
-  def _find_stream_width(self, node) -> int | None:
-    kind = _module_kind(node)
-    if kind == "norm":
-      return _shape(next(iter(node.values())))[0]
-    if kind == "attention":
-      return _shape(node["query"]["kernel"])[0]
-    if isinstance(node, Mapping) and kind is None:
-      for child in node.values():
-        width = self._find_stream_width(child)
-        if width is not None:
-          return width
-    return None
-
-  def _fresh(self, name: str, size: int) -> str:
-    self.sizes[name] = size
-    return name
-
-  def link_input(self, size: int, path: str) -> Hashable:
-    if self.stream_width is not None and size == self.stream_width:
-      if self.stream is None:
-        self.stream = self.current if self.current is not None else self._fresh(f"{path}.in", size)
-      name = self.stream
-    elif self.current is not None and self.sizes[self.current] == size:
-      name = self.current
-    else:
-      # Not (yet) linkable: the network input, or dict order differs from call order.
-      name = self._fresh(f"{path}.in", size)
-      self.dangling_inputs.append((name, path))
-    self.consumed.add(name)
-    return name
-
-  def output_name(self, size: int, path: str) -> Hashable:
-    if self.stream_width is not None and size == self.stream_width:
-      if self.stream is None:
-        self.stream = self._fresh(f"{path}.out", size)
-      return self.stream
-    name = self._fresh(f"{path}.out", size)
-    self.produced.append((name, path))
-    return name
-
-  def link_dangling_ends(self) -> tuple[dict[Hashable, Hashable], list[Hashable], list[Hashable]]:
-    """Joins inputs that found no producer to unconsumed outputs of the same size.
-
-    A chain has one network input (or an embedding) and one network output;
-    every extra loose input must be fed by exactly one loose output of its size,
-    else the structure is ambiguous and an error says which tensors to specify.
-
-    Returns:
-      the renames, the network inputs and the network outputs.
-    """
-    inputs = list(self.dangling_inputs)
-    outputs = [(n, p) for n, p in self.produced if n not in self.consumed]
-    renames: dict[Hashable, Hashable] = {}
-    while len(inputs) + len(self.vocab_inputs) > 1:
-      pairs = [(i, o) for i in inputs for o in outputs
-               if self.sizes[i[0]] == self.sizes[o[0]] and i[1] != o[1]]
-      if len(pairs) != 1:
-        loose = ", ".join(f"'{p}' (size {self.sizes[n]})" for n, p in inputs)
-        raise SpecError(
-            f"infer_spec: cannot decide what feeds the inputs of {loose}: "
-            f"{'no' if not pairs else 'several'} unconsumed outputs of matching size "
-            f"({', '.join(repr(p) for _, p in outputs) or 'none'}). "
-            "The modules do not form a chain "
-            "(a reshape/flatten or a branch), or the dict is not in call order. Write the spec of "
-            "these tensors by hand and pass it as overrides={path: axes}")
-      (i, o), = pairs
-      renames[i[0]] = o[0]
-      inputs.remove(i)
-      outputs.remove(o)
-    network_inputs = [n for n, _ in inputs] + self.vocab_inputs
-    network_outputs = [n for n, _ in outputs] or ([self.stream] if self.stream is not None else [])
-    return renames, network_inputs, network_outputs
-
-  def advance(self, name: Hashable) -> None:
-    self.current = name
-
-  # -- modules ---------------------------------------------------------------
-
-  def dense(self, node, path):
-    in_size, out_size = _shape(node["kernel"])
-    in_name = self.link_input(in_size, path)
-    out_name = self.output_name(out_size, path)
-    self.advance(out_name)
-    spec = {"kernel": (in_name, out_name)}
-    if "bias" in node:
-      spec["bias"] = (out_name,)
-    return spec
-
-  def conv(self, node, path):
-    *spatial, in_size, out_size = _shape(node["kernel"])
-    in_name = self.link_input(in_size, path)
-    out_name = self.output_name(out_size, path)
-    self.advance(out_name)
-    if self.conv_spatial == "fixed":
-      taps = (FIXED,) * len(spatial)
-    else:
-      taps = tuple(self._fresh(f"{path}.tap{i}", s) for i, s in enumerate(spatial))
-    spec = {"kernel": (*taps, in_name, out_name)}
-    if "bias" in node:
-      spec["bias"] = (out_name,)
-    return spec
-
-  def embed(self, node, path):
-    vocab, features = _shape(node["embedding"])
-    vocab_name = self._fresh(f"{path}.vocab", vocab)
-    self.vocab_inputs.append(vocab_name)
-    out_name = self.output_name(features, path)
-    self.advance(out_name)
-    return {"embedding": (vocab_name, out_name)}
-
-  def norm(self, node, path):
-    size = _shape(next(iter(node.values())))[0]
-    name = self.link_input(size, path)
-    self.advance(name)
-    return {key: (name,) for key in node}
-
-  def cell(self, node, path):
-    hidden_size = _shape(node["h" if "h" in node else "hn" if "hn" in node else "hi"]["kernel"])[1]
-    input_gates = [k for k in node if k.startswith("i")]
-    in_size = _shape(node[input_gates[0]]["kernel"])[0]
-    in_name = self.link_input(in_size, path)
-    hidden = self.output_name(hidden_size, path)
-    spec = {}
-    for gate, gate_node in node.items():
-      rows = in_name if gate.startswith("i") else hidden
-      spec[gate] = {"kernel": (rows, hidden)}
-      if "bias" in gate_node:
-        spec[gate]["bias"] = (hidden,)
-    self.advance(hidden)
-    return spec
-
-  def attention(self, node, path):
-    in_sizes = {_shape(node[k]["kernel"])[0] for k in ("query", "key", "value")}
-    if len(in_sizes) != 1:
-      raise SpecError(
-          f"infer_spec: attention '{path}' reads inputs of sizes {sorted(in_sizes)} "
-          "(cross-attention); pass its spec as overrides")
-    in_name = self.link_input(in_sizes.pop(), path)
-    _, heads, qk = _shape(node["query"]["kernel"])
-    _, _, v = _shape(node["value"]["kernel"])
-    heads_name = self._fresh(f"{path}.heads", heads)
-    qk_name = self._fresh(f"{path}.qk", qk)
-    v_name = self._fresh(f"{path}.v", v)
-    out_name = self.output_name(_shape(node["out"]["kernel"])[-1], path)
-    spec = {}
-    for key, head_dim in (("query", qk_name), ("key", qk_name), ("value", v_name)):
-      spec[key] = {"kernel": (in_name, heads_name, head_dim)}
-      if "bias" in node[key]:
-        spec[key]["bias"] = (heads_name, head_dim)
-    spec["out"] = {"kernel": (heads_name, v_name, out_name)}
-    if "bias" in node["out"]:
-      spec["out"]["bias"] = (out_name,)
-    self.advance(out_name)
-    return spec
-
-  def walk(self, node, path: str):
-    if path in self.overrides:
-      return self.overrides.pop(path)
-    kind = _module_kind(node)
-    if kind is not None:
-      handler = {"dense": self.dense, "conv": self.conv, "embed": self.embed, "norm": self.norm,
-                 "simple_cell": self.cell, "gated_cell": self.cell,
-                 "attention": self.attention}[kind]
-      return handler(node, path)
-    if isinstance(node, Mapping):
-      return {key: self.walk(child, f"{path}/{key}" if path else str(key))
-              for key, child in node.items()}
-    raise SpecError(
-        f"infer_spec: cannot decide the axes of '{path}' (shape {_shape(node)}): it is not part "
-        "of a recognised flax module (Dense, Conv, Embed, LayerNorm, SimpleCell, GRUCell, "
-        "LSTMCell, MultiHeadDotProductAttention). Pass overrides={'" + path + "': (axis names)}")
-
-
-def _rename(spec: PyTree, mapping: Mapping[Hashable, Hashable]) -> PyTree:
-  if isinstance(spec, Mapping):
-    return {k: _rename(v, mapping) for k, v in spec.items()}
-
-  def resolve(name):
-    while name is not FIXED and name in mapping:
-      name = mapping[name]
-    return name
-
-  return tuple(resolve(name) for name in spec)
-
-
-def infer_spec(params: Mapping[str, Any], *, fixed_io: bool = False, tie_vocab: bool = True,
-               conv_spatial: str = "fixed",
-               overrides: Mapping[str, tuple] | None = None) -> dict[str, Any]:
-  """Infers the spec of a flax.linen parameter tree (see the module docstring).
+def infer_spec(params: PyTree, apply_fn: Callable[..., Any] | None = None,
+               example_args: Any = (), *, fixed_io: bool = True,
+               overrides: Mapping[Any, Any] | None = None) -> PyTree:
+  """The largest weight-space symmetry of ``apply_fn`` the analysis can prove, as a spec.
 
   Args:
-    params: the ``"params"`` collection of a flax.linen model, as ``init``
-      returns it (dict order = call order).
-    fixed_io: make the network's input features and outputs ``FIXED``
-      (the true symmetry); by default they are permuted, as in the UNF paper.
-    tie_vocab: when the model starts with an ``Embed`` and its last output
-      has the vocabulary size, give both one name (the UNF paper's RNN spec).
-    conv_spatial: ``"fixed"`` (default, a true symmetry) or ``"permute"``
-      (a name per filter axis, as the UNF paper's CNN experiments do).
-    overrides: ``{"path/to/tensor": axes}`` or ``{"path/to/module": spec}`` for
-      parts the rules cannot decide; their names may be any other inferred
-      name (e.g. ``"cell.out"``) to link them in.
+    params: the pytree ``apply_fn`` reads as its first argument: a flax
+      ``params`` dict, boxed params (``nn.Partitioned`` from
+      ``nn.with_logical_partitioning``), or the whole variables dict when other
+      collections (BatchNorm's ``batch_stats``) must be permuted with the weights.
+    apply_fn: the model, ``apply_fn(params, *example_args)``. Required.
+    example_args: example inputs (a tuple, or one array): shapes and dtypes
+      matter, not values.
+    fixed_io: keep the axes of the inputs and outputs in place (the true
+      symmetry). ``False`` lets them be permuted, as the UNF paper does with input
+      features and output classes; the spec then is a symmetry only if the data
+      is permuted too.
+    overrides: changes to the inferred spec, keyed by tensor path (the
+      ``'Dense_0/kernel'`` form) with a tuple of one entry per axis, or by
+      ``(path, axis)`` with one entry. An entry is ``FIXED`` (always allowed:
+      it fixes the axis and every axis tied to it), a name of your choosing
+      (renames the axis's whole class; one name on two classes ties them, and an
+      inferred name ties to that name's class), or ``...`` (keep the inferred one).
+      Naming an axis the analysis fixed is refused, with the reason it was fixed.
 
   Returns:
-    A spec that :func:`unf_lopt.spec.validate_spec` accepts for ``params``.
+    A spec mirroring ``params`` (so ``validate_spec(spec, params)`` holds). Axis
+    names are ``'<tensor path>:<axis>'`` of the first kernel-like tensor
+    carrying the class, unless renamed by ``overrides``.
 
   Raises:
-    SpecError: naming the tensor or module that could not be decided.
+    SpecError: without ``apply_fn``; for overrides that name unknown tensors
+      (with close matches), un-fix a fixed axis (with the reason), or tie axes
+      of different sizes. Every message names the tensors and axes concerned.
+
+  Example:
+    A ResNet with BatchNorm: pass the whole variables dict so that the running
+    statistics are permuted with the channels, then take the parts you need.
+
+    >>> import jax, jax.numpy as jnp, flax.linen as nn
+    >>> class Net(nn.Module):
+    ...   @nn.compact
+    ...   def __call__(self, x, train):
+    ...     x = nn.Conv(8, (3, 3))(x)
+    ...     x = nn.relu(nn.BatchNorm(use_running_average=not train)(x))
+    ...     return nn.Dense(10)(x.mean(axis=(1, 2)))
+    >>> model, x = Net(), jnp.zeros((2, 6, 6, 3))
+    >>> variables = model.init(jax.random.PRNGKey(0), x, train=False)
+    >>> spec = infer_spec(variables, lambda v, x: model.apply(v, x, train=False), (x,))
+    >>> spec["params"]["Conv_0"]["kernel"], spec["batch_stats"]["BatchNorm_0"]["mean"]
+    ((None, None, None, 'params/Conv_0/kernel:3'), ('params/Conv_0/kernel:3',))
+    >>> infer_spec(variables, lambda v, x: model.apply(v, x, train=False), (x,),
+    ...            overrides={("params/Conv_0/kernel", 3): "channels"})["params"]["Dense_0"]
+    {'bias': (None,), 'kernel': ('channels', None)}
   """
-  if conv_spatial not in ("fixed", "permute"):
-    raise ValueError(f"conv_spatial must be 'fixed' or 'permute', got {conv_spatial!r}")
-  if not isinstance(params, Mapping):
-    raise SpecError(f"infer_spec expects a flax params dict, got {type(params).__name__}")
-  if "params" in params and len(params) == 1:
-    params = params["params"]
-  linker = _Linker(params, conv_spatial, overrides or {})
-  spec = linker.walk(params, "")
-  if linker.overrides:
-    raise SpecError("infer_spec: overrides name paths that are not in params: "
-                    f"{sorted(linker.overrides)}")
-  renames, network_inputs, network_outputs = linker.link_dangling_ends()
-  if tie_vocab and len(linker.vocab_inputs) == 1 and len(network_outputs) == 1:
-    vocab, (head,) = linker.vocab_inputs[0], network_outputs
-    if linker.sizes[vocab] == linker.sizes[head]:
-      renames[head] = vocab
-  if fixed_io:
-    renames.update({name: FIXED for name in (*network_inputs, *network_outputs)})
-  spec = _rename(spec, renames)
+  if apply_fn is None:
+    raise SpecError(_NO_APPLY_FN)
+  if not isinstance(example_args, (tuple, list)):
+    example_args = (example_args,)
+  traced = trace_axis_classes(apply_fn, params, tuple(example_args), fixed_io=fixed_io)
+  axes = _apply_overrides(traced, overrides or {})
+  spec = jax.tree_util.tree_unflatten(traced.treedef, axes)
   validate_spec(spec, params)
   return spec
 
+
+# ---------------------------------------------------------------------------
+# Overrides.
+
+
+class _ClassGroups:
+  """Classes tied together by overrides (a small union-find over class ids)."""
+
+  def __init__(self):
+    self.parent: dict[int, int] = {}
+
+  def find(self, cls: int) -> int:
+    while self.parent.get(cls, cls) != cls:
+      cls = self.parent[cls]
+    return cls
+
+  def union(self, a: int, b: int) -> None:
+    ra, rb = self.find(a), self.find(b)
+    if ra != rb:
+      self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def _resolve_path(path: Any, index_of: Mapping[str, int], key: Any) -> int:
+  if not isinstance(path, str):
+    raise SpecError(f"overrides key {key!r}: expected a tensor path such as 'Dense_0/kernel' "
+                    "or a (path, axis) pair")
+  if path in index_of:
+    return index_of[path]
+  if f"{path}/value" in index_of:  # a boxed (nn.Partitioned) leaf named without its box
+    return index_of[f"{path}/value"]
+  close = difflib.get_close_matches(path, list(index_of), n=5, cutoff=0.5)
+  hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else (
+      f"; the tensors are {', '.join(repr(p) for p in list(index_of)[:12])}"
+      f"{', ...' if len(index_of) > 12 else ''}")
+  raise SpecError(f"overrides name the tensor '{path}', which is not in params{hint}")
+
+
+def _override_entries(traced: TracedAxes, overrides: Mapping[Any, Any]
+                      ) -> list[tuple[int, int, Any, Any]]:
+  """``(leaf, axis, entry, key)`` for every entry of ``overrides``."""
+  index_of = {path: leaf for leaf, path in enumerate(traced.paths)}
+  entries = []
+  for key, value in overrides.items():
+    if isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], int):
+      leaf = _resolve_path(key[0], index_of, key)
+      rank = len(traced.shapes[leaf])
+      if not -rank <= key[1] < rank:
+        raise SpecError(f"overrides[{key!r}]: '{traced.paths[leaf]}' has {rank} axes "
+                        f"(shape {traced.shapes[leaf]}); axis {key[1]} does not exist")
+      entries.append((leaf, key[1] % rank, value, key))
+      continue
+    leaf = _resolve_path(key, index_of, key)
+    shape = traced.shapes[leaf]
+    if not isinstance(value, tuple) or len(value) != len(shape):
+      raise SpecError(f"overrides[{key!r}] = {value!r}: '{traced.paths[leaf]}' has shape "
+                      f"{shape}, so give a tuple of {len(shape)} entries (a name, FIXED or ...)"
+                      " or key one axis as (path, axis)")
+    entries.extend((leaf, axis, entry, key) for axis, entry in enumerate(value))
+  return entries
+
+
+def _apply_overrides(traced: TracedAxes, overrides: Mapping[Any, Any]) -> list[tuple]:
+  """Per parameter leaf, its axis names after ``overrides``."""
+  auto_names = traced.class_names()  # class -> inferred name, in a deterministic order
+  class_of_name = {name: cls for cls, name in auto_names.items()}
+  groups = _ClassGroups()
+  user_fixed: dict[int, str] = {}
+  named: dict[Hashable, list[tuple[int, str]]] = {}  # user name -> [(class, where)]
+  for leaf, axis, entry, key in _override_entries(traced, overrides):
+    path, cls = traced.paths[leaf], traced.classes[leaf][axis]
+    where = f"'{path}' axis {axis}"
+    if entry is Ellipsis:
+      continue
+    if entry is FIXED:
+      user_fixed.setdefault(cls, f"overrides[{key!r}] fixes {where}")
+      continue
+    try:
+      hash(entry)
+    except TypeError:
+      raise SpecError(f"overrides[{key!r}]: the entry for {where} is {entry!r}; an entry is a "
+                      "hashable name, FIXED (None) or ...") from None
+    if traced.shapes[leaf][axis] == 1:
+      raise SpecError(f"overrides[{key!r}] names {where} {entry!r}, but that axis has size 1: "
+                      "there is nothing to permute (use FIXED or ...)")
+    if cls in traced.fixed_reasons:
+      raise SpecError(
+          f"overrides[{key!r}] names {where} {entry!r}, but the analysis fixed that axis: "
+          f"{traced.fixed_reasons[cls]}. Permuting it would change the model's output, so it "
+          "cannot be un-fixed (FIXED is always allowed).")
+    named.setdefault(entry, []).append((cls, where))
+    if entry in class_of_name:  # an inferred name: tie to its class
+      named[entry].append((class_of_name[entry], f"the axes inferred as {entry!r}"))
+
+  size_of_class = {}
+  for leaf, classes in enumerate(traced.classes):
+    for axis, cls in enumerate(classes):
+      size_of_class.setdefault(cls, (traced.shapes[leaf][axis], f"'{traced.paths[leaf]}' axis "
+                                                                f"{axis}"))
+  for name, members in named.items():
+    first_cls, first_where = members[0]
+    for cls, where in members[1:]:
+      if size_of_class[cls][0] != size_of_class[first_cls][0]:
+        raise SpecError(
+            f"overrides give the name {name!r} to {first_where} (size "
+            f"{size_of_class[first_cls][0]}) and to {where} (size {size_of_class[cls][0]}); "
+            "axes with one name must have one size")
+      groups.union(first_cls, cls)
+
+  group_name: dict[int, Hashable] = {}
+  group_where: dict[int, str] = {}
+  for name, members in named.items():
+    root = groups.find(members[0][0])
+    if root in group_name and group_name[root] != name:
+      raise SpecError(
+          f"overrides give one class of tied axes two names, {group_name[root]!r} "
+          f"({group_where[root]}) and {name!r} ({members[0][1]}): the analysis found these "
+          "axes must be permuted together")
+    group_name[root], group_where[root] = name, members[0][1]
+  fixed_groups = {groups.find(cls): why for cls, why in user_fixed.items()}
+  for root, name in group_name.items():
+    if root in fixed_groups:
+      raise SpecError(f"overrides both fix and name {name!r} one class of tied axes "
+                      f"({fixed_groups[root]}; named at {group_where[root]})")
+  for cls, name in auto_names.items():  # the first inferred name of each unnamed group
+    group_name.setdefault(groups.find(cls), name)
+
+  result = []
+  for leaf, classes in enumerate(traced.classes):
+    entries = []
+    for axis, cls in enumerate(classes):
+      root = groups.find(cls)
+      if not traced.is_permutable(leaf, axis) or root in fixed_groups:
+        entries.append(FIXED)
+      else:
+        entries.append(group_name[root])
+    result.append(tuple(entries))
+  return result

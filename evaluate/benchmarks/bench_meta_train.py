@@ -5,7 +5,13 @@ runs, truncation 50), from one run: compile time, outer steps/s, inner steps/s
 (both antithetic particles of every run count), and the speed with the runs
 sharded over N devices as a ratio to 1 device. Each device count runs in its
 own process (on CPU, ``--xla_force_host_platform_device_count`` makes N
-virtual devices that share the machine's cores).
+virtual devices that share the machine's cores). ``--processes P`` splits each
+device count over P processes on this machine, joined by ``jax.distributed``
+(`meta_train.distributed`), as a multi-host run is.
+
+On CPU, virtual devices and processes share the same cores, so the ``vs 1
+device`` column measures the overhead of sharding and of cross-process
+collectives, not a speed-up; accelerators give the speed-up.
 
 A task with a ``conv_impl`` option (the CNN tasks, see `tasks.models.CNN`) is
 timed with each of ``--conv-impls`` (default ``lax,patches``: ``nn.Conv``, the
@@ -18,7 +24,7 @@ estimate over all runs and the clipped-Adam update of the meta-parameters.
 
 Usage:
   python -m unf_lopt.evaluate.benchmarks.bench_meta_train [--task mlp_fmnist,cnn_fmnist_standin]
-      [--update-nets unf,nfn,deepset,sgdm] [--devices 1,8] [--steps 5]
+      [--update-nets unf,nfn,deepset,sgdm] [--devices 1,2,4,8|1,all] [--processes 1,2] [--steps 5]
       [--task-options '{"transformer_lm1b": {"tokenizer": "bytes"}}'] [--conv-impls lax,patches]
 
 ``--task all`` is the paper's four tasks, with ``cnn_fmnist_standin`` for the
@@ -30,12 +36,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
 
 import jax
 
+from unf_lopt.meta_train import distributed
 from unf_lopt.meta_train.config import MetaTrainConfig
 from unf_lopt.meta_train.trainer import MetaTrainer
 from unf_lopt.tasks import data, registry
@@ -64,7 +72,9 @@ class _OuterStepper:
   def __init__(self, task_name: str, options: dict, update_net: str, args):
     config = MetaTrainConfig(task=task_name, task_options=options, update_net=update_net,
                              num_runs=args.num_runs, trunc_length=args.trunc_length,
-                             horizon=args.horizon, num_devices=args.worker_devices)
+                             horizon=args.horizon,
+                             # A multi-process run shards over every process's devices.
+                             num_devices=args.worker_devices if jax.process_count() == 1 else 0)
     self.trainer = MetaTrainer(config, None, quiet=True)
     self.state = None
     self.step_count = 0
@@ -100,9 +110,12 @@ def _worker(args) -> None:
           start = time.perf_counter()
           stepper.steps(args.steps)
           best[index] = min(best[index], (time.perf_counter() - start) / args.steps)
+      if not distributed.is_primary():
+        continue
       for conv_impl, seconds, step_seconds in zip(variants, compile_seconds, best):
         print(json.dumps({"task": task_name, "update_net": update_net, "conv_impl": conv_impl,
-                          "devices": len(jax.devices()), "compile_s": seconds,
+                          "devices": len(jax.devices()), "processes": jax.process_count(),
+                          "compile_s": seconds,
                           "outer_per_s": 1 / step_seconds,
                           "inner_per_s": 2 * args.num_runs * args.trunc_length / step_seconds}),
               flush=True)
@@ -111,18 +124,20 @@ def _worker(args) -> None:
 def _format(results: list[dict], args) -> str:
   lines = [f"jax {jax.__version__}, backend {jax.default_backend()}; "
            f"{args.num_runs} runs x truncation {args.trunc_length}",
-           f"{'task':20s} {'update net':10s} {'conv':7s} {'devices':>7s} {'compile s':>9s} "
+           f"{'task':20s} {'update net':10s} {'conv':7s} {'devices':>7s} {'procs':>5s} "
+           f"{'compile s':>9s} "
            f"{'outer/s':>8s} {'inner/s':>9s} {'vs 1 device':>11s} {'vs first':>8s}"]
   key = lambda r: (r["task"], r["update_net"], r["conv_impl"])
   single = {key(r): r["outer_per_s"] for r in results if r["devices"] == 1}
-  first = {}  # the first conv_impl's speed per (task, update net, devices)
+  first = {}  # the first conv_impl's speed per (task, update net, devices, processes)
   for r in results:
-    group = (r["task"], r["update_net"], r["devices"])
+    group = (r["task"], r["update_net"], r["devices"], r["processes"])
     first.setdefault(group, r["outer_per_s"])
     vs_single = r["outer_per_s"] / single.get(key(r), float("nan"))
     vs_first = "-" if r["conv_impl"] is None else f"{r['outer_per_s'] / first[group]:7.2f}x"
     lines.append(f"{r['task']:20s} {r['update_net']:10s} {r['conv_impl'] or '-':7s} "
-                 f"{r['devices']:7d} {r['compile_s']:9.1f} {r['outer_per_s']:8.2f} "
+                 f"{r['devices']:7d} {r['processes']:5d} {r['compile_s']:9.1f} "
+                 f"{r['outer_per_s']:8.2f} "
                  f"{r['inner_per_s']:9.0f} {vs_single:10.2f}x {vs_first:>8s}")
   return "\n".join(lines)
 
@@ -138,38 +153,68 @@ def main(argv=None) -> None:
                       help="conv_impl values timed on tasks that have the option (the first is "
                            "the 'vs first' baseline)")
   parser.add_argument("--update-nets", default="unf,nfn,deepset,sgdm")
-  parser.add_argument("--devices", default="1,8")
+  parser.add_argument("--devices", default="1,8",
+                      help="comma-separated device counts; 'all' is every device of this machine")
+  parser.add_argument("--processes", default="1",
+                      help="comma-separated process counts to split each device count over")
   parser.add_argument("--num-runs", type=int, default=16)
   parser.add_argument("--trunc-length", type=int, default=50)
   parser.add_argument("--horizon", type=int, default=2000)
   parser.add_argument("--steps", type=int, default=5, help="timed outer steps per round")
   parser.add_argument("--repeats", type=int, default=3, help="timing rounds (the best counts)")
   parser.add_argument("--worker-devices", type=int, default=0, help=argparse.SUPPRESS)
+  parser.add_argument("--coordinator-address", help=argparse.SUPPRESS)
+  parser.add_argument("--num-processes", type=int, help=argparse.SUPPRESS)
+  parser.add_argument("--process-id", type=int, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   options = json.loads(args.task_options)
   if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
     parser.error("--task-options must be a JSON object of task name -> options object")
   if args.worker_devices:
+    if args.num_processes:
+      distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
     _worker(args)
     return
+  on_cpu = os.environ.get("JAX_PLATFORMS", "").startswith("cpu") or jax.default_backend() == "cpu"
   results = []
-  for count in [int(n) for n in args.devices.split(",")]:
-    env = dict(os.environ)
-    if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS") == "cpu":
-      env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                          f" --xla_force_host_platform_device_count={count}").strip()
-    command = [sys.executable, "-m", "unf_lopt.evaluate.benchmarks.bench_meta_train",
-               "--worker-devices", str(count), "--task", args.task,
-               "--task-options", args.task_options, "--conv-impls", args.conv_impls,
-               "--update-nets", args.update_nets,
-               "--num-runs", str(args.num_runs), "--trunc-length", str(args.trunc_length),
-               "--horizon", str(args.horizon), "--steps", str(args.steps),
-               "--repeats", str(args.repeats)]
-    output = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if output.returncode:
-      sys.exit(f"worker with {count} devices failed:\n{output.stderr[-3000:]}")
-    results += [json.loads(line) for line in output.stdout.splitlines() if line.startswith("{")]
+  for processes in [int(n) for n in args.processes.split(",")]:
+    for count in [len(jax.devices()) if n == "all" else int(n) for n in args.devices.split(",")]:
+      if count % processes:
+        continue  # each process holds the same number of devices
+      results += _run_workers(args, count, processes, on_cpu)
   print(_format(results, args))
+
+
+def _run_workers(args, count: int, processes: int, on_cpu: bool) -> list[dict]:
+  """Times ``count`` devices split over ``processes`` worker processes; process 0's results."""
+  env = dict(os.environ)
+  if on_cpu:
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count="
+                        f"{count // processes}").strip()
+  command = [sys.executable, "-m", "unf_lopt.evaluate.benchmarks.bench_meta_train",
+             "--worker-devices", str(count // processes if processes > 1 else count),
+             "--task", args.task, "--task-options", args.task_options,
+             "--conv-impls", args.conv_impls, "--update-nets", args.update_nets,
+             "--num-runs", str(args.num_runs), "--trunc-length", str(args.trunc_length),
+             "--horizon", str(args.horizon), "--steps", str(args.steps),
+             "--repeats", str(args.repeats)]
+  if processes > 1:
+    with socket.socket() as sock:  # a free port for the coordinator
+      sock.bind(("127.0.0.1", 0))
+      port = sock.getsockname()[1]
+    workers = [subprocess.Popen(
+        [*command, "--coordinator-address", f"127.0.0.1:{port}", "--num-processes",
+         str(processes), "--process-id", str(index)], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True) for index in range(processes)]
+  else:
+    workers = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)]
+  outputs = [worker.communicate() for worker in workers]
+  for worker, (_, stderr) in zip(workers, outputs):
+    if worker.returncode:
+      sys.exit(f"worker with {count} devices over {processes} processes failed:\n"
+               f"{stderr[-3000:]}")
+  return [json.loads(line) for line in outputs[0][0].splitlines() if line.startswith("{")]
 
 
 if __name__ == "__main__":

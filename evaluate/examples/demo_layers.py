@@ -24,7 +24,7 @@ def main() -> None:
   images = jax.random.normal(jax.random.PRNGKey(0), (8, *image_shape))
   labels = jnp.arange(8) % 10
   params = jax.jit(task.init)(jax.random.PRNGKey(1))
-  spec = U.infer_spec(params, fixed_io=True)
+  spec = U.infer_spec(params, lambda p, x: model.apply({"params": p}, x), (images,))
   print("inferred spec:")
   is_axes = lambda node: isinstance(node, tuple)
   for path, axes in jax.tree_util.tree_flatten_with_path(spec, is_leaf=is_axes)[0]:

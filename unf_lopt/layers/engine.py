@@ -13,6 +13,7 @@ output tensor.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import string
 from collections.abc import Iterable
@@ -77,6 +78,109 @@ def unfold_fixed(y: jax.Array, info: TensorInfo, channels: int) -> jax.Array:
 def fixed_size(info: TensorInfo) -> int:
   """Number of entries along the fixed axes of a tensor (1 without any)."""
   return math.prod(info.shape[p] for p in info.fixed_positions)
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedFixedAxis:
+  """Axis name a layer gives one large fixed axis: unique to that axis of that tensor.
+
+  A layer then shares its weights over the axis (as over a permuted axis)
+  instead of folding each index into channels. Equivariance to the permutations
+  of this name is more than the true symmetry asks, so the layer stays
+  equivariant to the true one; positional channels (:func:`positional_channels`)
+  let an update network tell the indices apart again.
+  """
+
+  path: str
+  position: int
+
+
+def large_fixed_positions(info: TensorInfo, max_folded_size: int | None) -> tuple[int, ...]:
+  """The fixed axes of ``info`` that are not folded into channels under ``max_folded_size``.
+
+  ``None`` folds every fixed axis (the legacy layer). Otherwise, while the
+  fixed axes still to fold hold more than ``max_folded_size`` entries in all,
+  the largest of them (the first, on ties) is taken out. Filter taps (3x3 = 9)
+  stay folded at any bound of at least 9.
+
+  Example:
+    >>> from unf_lopt.spec import TensorInfo
+    >>> dense = TensorInfo("Dense_0/kernel", (None, "h"), (3136, 256))
+    >>> large_fixed_positions(dense, 32), large_fixed_positions(dense, None)
+    ((0,), ())
+    >>> conv = TensorInfo("Conv_0/kernel", (None, None, None, "c"), (3, 3, 3, 32))
+    >>> large_fixed_positions(conv, 32), large_fixed_positions(conv, 16)
+    ((), (0,))
+  """
+  if max_folded_size is None:
+    return ()
+  if max_folded_size < 1:
+    raise ValueError(f"max_folded_size must be a positive int or None, got {max_folded_size!r}")
+  folded = list(info.fixed_positions)
+  taken = []
+  while folded and math.prod(info.shape[p] for p in folded) > max_folded_size:
+    largest = max(folded, key=lambda p: (info.shape[p], -p))
+    folded.remove(largest)
+    taken.append(largest)
+  return tuple(sorted(taken))
+
+
+def share_large_fixed_axes(infos: list[TensorInfo], max_folded_size: int | None
+                           ) -> list[TensorInfo]:
+  """``infos`` with every large fixed axis named by its own :class:`SharedFixedAxis`.
+
+  Small fixed axes stay ``FIXED`` (folded into channels); with
+  ``max_folded_size=None`` nothing changes.
+  """
+  shared = []
+  for info in infos:
+    large = large_fixed_positions(info, max_folded_size)
+    if large:
+      axes = tuple(SharedFixedAxis(info.path, p) if p in large else name
+                   for p, name in enumerate(info.axes))
+      info = TensorInfo(info.path, axes, info.shape)
+    shared.append(info)
+  return shared
+
+
+# Sinusoidal channels per large fixed axis, and the most large axes of one tensor that get them.
+CHANNELS_PER_POSITIONAL_AXIS = 2
+MAX_POSITIONAL_AXES = 2
+POSITIONAL_CHANNELS = CHANNELS_PER_POSITIONAL_AXIS * MAX_POSITIONAL_AXES
+
+
+def positional_channels(info: TensorInfo, max_folded_size: int | None, dtype=jnp.float32
+                        ) -> jax.Array:
+  """``[*shape, POSITIONAL_CHANNELS]``: where each entry sits along its large fixed axes.
+
+  For each of the (at most ``MAX_POSITIONAL_AXES``, largest first) large fixed
+  axes of size ``n``, entry ``i`` gets ``sin(pi * (i + 1/2) / n)`` and
+  ``cos(pi * (i + 1/2) / n)``: a half turn, so every index of the axis has its
+  own pair and neighbours are close. Unused channels are zero, and so is every
+  channel of a tensor without large fixed axes. The channels are constant
+  along permuted axes, so they keep the true symmetry.
+
+  Example:
+    >>> from unf_lopt.spec import TensorInfo
+    >>> info = TensorInfo("Dense_0/kernel", (None, "h"), (40, 2))
+    >>> x = positional_channels(info, 32)
+    >>> x.shape, bool((x[0, 0] != x[1, 0]).any()), bool((x[0, 0] == x[0, 1]).all())
+    ((40, 2, 4), True, True)
+  """
+  large = sorted(large_fixed_positions(info, max_folded_size),
+                 key=lambda p: (-info.shape[p], p))[:MAX_POSITIONAL_AXES]
+  # Built from iotas inside the trace, so that XLA fuses them rather than embedding
+  # a constant as large as the tensor.
+  channels = []
+  for position in large:
+    size = info.shape[position]
+    angle = jnp.pi * (jnp.arange(size, dtype=dtype) + 0.5) / size
+    shape = [1] * len(info.shape)
+    shape[position] = size
+    for wave in (jnp.sin(angle), jnp.cos(angle)):
+      channels.append(jnp.broadcast_to(wave.reshape(shape), info.shape))
+  channels += [jnp.zeros(info.shape, dtype)] * (POSITIONAL_CHANNELS - len(channels))
+  return jnp.stack(channels, axis=-1)
 
 
 def mean_pool(x: jax.Array, letters: str, kept: str) -> jax.Array:

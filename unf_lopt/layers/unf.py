@@ -16,6 +16,7 @@ from unf_lopt.spec import TensorInfo
 
 PyTree = Any
 ORDERS = ("auto", "pool_first", "project_first")
+TENSOR_PAIRS = ("all", "linked")
 
 
 class UNFLinear(nn.Module):
@@ -41,6 +42,24 @@ class UNFLinear(nn.Module):
       entry's own channels, the DeepSet-like part) that share of the output
       variance at initialisation and the other terms the rest; the span of
       the layer is the same.
+    max_folded_size: ``None`` (default, the legacy layer) folds every fixed
+      axis into channels, so kernels grow with the product of the fixed sizes
+      of their input and output tensors. A number folds the fixed axes of a
+      tensor only while they hold at most that many entries in all; each
+      larger fixed axis gets a name of its own
+      (:class:`~unf_lopt.layers.engine.SharedFixedAxis`) and the layer shares
+      its weights over it, as over a permuted axis. The layer then commutes
+      with permutations of those axes too, so it is still equivariant to the
+      spec's symmetry; `unf_lopt.UpdateNet` adds positional channels to tell
+      their indices apart.
+    tensor_pairs: ``"all"`` (default, the UNF layer) has basis terms between
+      every output and input tensor, so the layer grows with the square of
+      the number of tensors. ``"linked"`` keeps the terms between tensors that
+      share a permutation name (and each tensor's terms to itself) and
+      replaces all other terms, which pool their input to an invariant and
+      broadcast it, by one: a mean of every tensor over all its entries,
+      mapped to each output tensor by a ``c_in x width`` matrix. A subset of
+      the equivariant maps plus an invariant, so still equivariant.
   """
 
   out_channels: int
@@ -48,25 +67,34 @@ class UNFLinear(nn.Module):
   param_dtype: Any = jnp.float32
   order: str = "auto"
   identity_share: float | None = None
+  max_folded_size: int | None = None
+  tensor_pairs: str = "all"
 
   @nn.compact
   def __call__(self, features: PyTree, spec: PyTree) -> PyTree:
     if self.order not in ORDERS:
       raise ValueError(f"UNFLinear.order must be 'auto', 'pool_first' or 'project_first', "
                        f"got {self.order!r}")
-    leaves, infos, treedef, _ = engine.features_and_infos(features, spec)
+    if self.tensor_pairs not in TENSOR_PAIRS:
+      raise ValueError(f"UNFLinear.tensor_pairs must be 'all' or 'linked', "
+                       f"got {self.tensor_pairs!r}")
+    leaves, infos, treedef, in_channels = engine.features_and_infos(features, spec)
+    infos = engine.share_large_fixed_axes(infos, self.max_folded_size)
     folded = [engine.fold_fixed(x, info) for x, info in zip(leaves, infos)]
     plan = basis.compile_plan(tuple(
         tuple(info.axes[p] for p in info.permuted_positions) for info in infos))
     in_widths = [x.shape[-1] for x in folded]
     out_widths = [engine.fixed_size(info) * self.out_channels for info in infos]
 
+    linked = self.tensor_pairs == "linked"
     # Every term, as (output, group, reduction, kernel rows), in kernel row order.
     terms = []
     for out_index, tensor_plan in enumerate(plan.tensors):
       offset = 0
       for group_index, group in enumerate(tensor_plan.groups):
         for r in group.reductions:
+          if linked and not _are_linked(plan.permuted_axes, out_index, r.in_index):
+            continue
           terms.append(engine.KernelTerm(out_index, group_index, r,
                                          (offset, offset + in_widths[r.in_index])))
           offset += in_widths[r.in_index]
@@ -75,6 +103,8 @@ class UNFLinear(nn.Module):
     for out_index, (info, out_width) in enumerate(zip(infos, out_widths)):
       mine = [t for t in terms if t.out_index == out_index]
       rows = mine[-1].rows[1] if mine else 0
+      if linked:  # the global term's rows come last
+        rows += in_channels
       kernel = self.param(_tensor_param_name("kernel", info),
                           _kernel_init(mine, rows, plan.tensors[out_index], self.identity_share),
                           (rows, out_width), self.param_dtype)
@@ -90,12 +120,19 @@ class UNFLinear(nn.Module):
 
     reduced = engine.Reductions(folded)
     reduced.prefetch(t.reduction for t in terms if t not in projected)
+    if linked:  # every tensor's mean over all its entries, then the mean over tensors
+      context = jnp.mean(jnp.stack([
+          x.reshape(-1, in_channels).mean(axis=0) for x in leaves]), axis=0)
     outputs = []
     for out_index, (info, tensor_plan) in enumerate(zip(infos, plan.tensors)):
       out_shape = tuple(info.shape[p] for p in info.permuted_positions)
       total = None
+      if linked:
+        total = context @ kernels[out_index][-in_channels:]
       for group_index, group in enumerate(tensor_plan.groups):
-        mine = terms_of[(out_index, group_index)]
+        mine = terms_of.get((out_index, group_index))
+        if not mine:
+          continue
         pooled = [t for t in mine if t not in projected]
         z = None
         if pooled:
@@ -113,6 +150,12 @@ class UNFLinear(nn.Module):
         total = total + biases[out_index]
       outputs.append(engine.unfold_fixed(total, info, self.out_channels))
     return treedef.unflatten(outputs)
+
+
+def _are_linked(permuted_axes, out_index: int, in_index: int) -> bool:
+  """Whether the tensors share a permutation name (a tensor is linked to itself)."""
+  return out_index == in_index or bool(set(permuted_axes[out_index])
+                                       & set(permuted_axes[in_index]))
 
 
 def _tensor_param_name(kind: str, info: TensorInfo) -> str:
