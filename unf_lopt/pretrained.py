@@ -27,7 +27,7 @@ INFO_KEYS = ("task", "task_options", "spec", "num_steps")
 
 def available_pretrained() -> list[str]:
   """Names accepted by :func:`pretrained`."""
-  return shipped_names()
+  return shipped_names(SHIPPED)
 
 
 def _checked_name(name: str) -> Path:

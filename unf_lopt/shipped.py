@@ -14,8 +14,8 @@ SHIPPED = Path(__file__).parent / "pretrained_optimizers"
 CHECKPOINT_CONFIG_FILE = "optimizer.json"
 
 
-def shipped_names() -> list[str]:
-  """Names of the shipped optimizers (their directories), sorted."""
-  if not SHIPPED.is_dir():
+def shipped_names(directory: Path = SHIPPED) -> list[str]:
+  """Names of the optimizers in ``directory`` (default: the shipped ones), sorted."""
+  if not directory.is_dir():
     return []
-  return sorted(p.name for p in SHIPPED.iterdir() if (p / CHECKPOINT_CONFIG_FILE).is_file())
+  return sorted(p.name for p in directory.iterdir() if (p / CHECKPOINT_CONFIG_FILE).is_file())
