@@ -14,6 +14,7 @@ which reads the cluster from the environment, or name it by hand with
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import json
@@ -54,6 +55,7 @@ _HELP = {
     "feature_normalization": "'per_channel' second moments, or 'clip_per_tensor' (the authors' "
                              "code: clip to [-1, 1], one second moment per tensor)",
     "initial_beta": "initial output multiplier beta of the update network (authors' code: 1e-4)",
+    "nfn_head_bias": "give the nfn head a bias (Table 3: the MLP row has one, the CNN row not)",
     "seed": "seed of everything random", "num_devices": "devices to shard runs over (0: all)",
     "checkpoint_every": "outer steps between checkpoints",
     "log_every": "outer steps between log lines",
@@ -108,7 +110,8 @@ def _parser() -> cl.CommandParser:
   for field in dataclasses.fields(MetaTrainConfig):
     if field.type == "bool":
       parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name,
-                          action="store_true", default=None, help=_HELP.get(field.name, ""))
+                          action=argparse.BooleanOptionalAction, default=None,
+                          help=f"{_HELP.get(field.name, '')} (default: {_default(field)})")
       continue
     parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=field.type
                         if field.type in (int, float, str) else

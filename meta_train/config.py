@@ -26,7 +26,8 @@ RESUMABLE_KEYS = ("outer_steps", "checkpoint_every", "log_every", "tensorboard",
 # Settings added after runs were written: left out of the fingerprint while at
 # these defaults, so those runs still resume.
 LATER_DEFAULTS = {"backend": "unf_lopt", "task_options": {}, "momentum": "accumulate",
-                  "feature_normalization": "per_channel", "initial_beta": INITIAL_BETA}
+                  "feature_normalization": "per_channel", "initial_beta": INITIAL_BETA,
+                  "nfn_head_bias": True}
 # Outer steps in a row whose meta-gradient may be non-finite before the update is
 # applied anyway (and the run stops with NonFiniteMetaParamsError).
 MAX_NONFINITE_UPDATES = 10
@@ -47,6 +48,8 @@ class MetaTrainConfig:
   ``momentum``, ``feature_normalization`` and ``initial_beta`` are the learned
   optimizer's options (`unf_lopt.NominalLOpt`): the paper's reading by default,
   ``"ema"``, ``"clip_per_tensor"`` and ``1e-4`` for the authors' released code.
+  ``nfn_head_bias`` too (Table 3's NFN rows: with a head bias for the MLP,
+  without for the CNN).
 
   Raises:
     ValueError: naming the field, for a value of the wrong type or out of range.
@@ -70,6 +73,7 @@ class MetaTrainConfig:
   momentum: str = "accumulate"
   feature_normalization: str = "per_channel"
   initial_beta: float = INITIAL_BETA
+  nfn_head_bias: bool = True
   seed: int = 0
   num_devices: int = 0  # 0: all local devices
   checkpoint_every: int = 500

@@ -100,3 +100,20 @@ def test_unknown_pretrained_name_lists_what_exists(tmp_path, monkeypatch):
                                      "sgdm_a, sgdm_b"):
     U.pretrained("nope")
   assert U.pretrained("sgdm_b")[0].update_net == "sgdm"
+
+
+def test_nfn_head_without_bias_round_trips_as_version_2(tmp_path):
+  params, spec = weight_spaces.mlp()
+  lopt = U.NominalLOpt("nfn", spec=spec, params_like=params, nfn_head_bias=False)
+  meta = lopt.init(jax.random.PRNGKey(0))
+  U.save_checkpoint(tmp_path / "nfn", lopt, meta)
+  config = json.loads((tmp_path / "nfn" / "optimizer.json").read_text())
+  assert config["format_version"] == 2 and config["nfn_head_bias"] is False
+  loaded, loaded_meta = U.load_checkpoint(tmp_path / "nfn")
+  assert loaded.nfn_head_bias is False
+  assert jax.tree.structure(loaded_meta) == jax.tree.structure(meta)
+  with_bias = U.NominalLOpt("nfn", spec=spec, params_like=params)
+  assert (sum(x.size for x in jax.tree.leaves(with_bias.init(jax.random.PRNGKey(0))))
+          > sum(x.size for x in jax.tree.leaves(meta)))
+  U.save_checkpoint(tmp_path / "default", with_bias, with_bias.init(jax.random.PRNGKey(0)))
+  assert json.loads((tmp_path / "default" / "optimizer.json").read_text())["format_version"] == 1

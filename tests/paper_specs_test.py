@@ -7,6 +7,8 @@ import pytest
 
 import unf_lopt as U
 from unf_lopt import tasks
+from unf_lopt.meta_train.config import MetaTrainConfig
+from unf_lopt.meta_train.trainer import MetaTrainer
 from unf_lopt.permutations import permute
 from unf_lopt.spec import is_axes, path_to_str
 from unf_lopt.tasks import models, paper_specs, registry, tokenizers
@@ -88,6 +90,14 @@ def test_nfn_cnn_row_is_the_head_without_bias():
   assert meta_param_count("nfn", task) == net_count() + SCALARS == 41_625
   assert net_count(nfn_head_bias=False) + SCALARS == 41_603
   assert net_count() - net_count(nfn_head_bias=False) == 9 + 1 + 9 + 1 + 1 + 1
+  # The same row from the optimizer and from meta-training's setting.
+  lopt = U.NominalLOpt("nfn", spec=spec, params_like=params, nfn_head_bias=False)
+  assert count(jax.eval_shape(lopt.init, jax.random.PRNGKey(0))) == 41_603
+  # Meta-training passes the setting on (tiny_cnn: the same CNN on embedded data).
+  for bias, expected in ((True, 41_625), (False, 41_603)):
+    config = MetaTrainConfig(task="tiny_cnn", task_options={"spec": "paper"}, update_net="nfn",
+                             nfn_head_bias=bias)
+    assert count(MetaTrainer(config).initial_meta_params) == expected
   # The NP layer ignores tap names: the true spec gives the same counts.
   true_task = tasks.get_task("cnn_cifar10")
   assert meta_param_count("nfn", true_task) == 41_625

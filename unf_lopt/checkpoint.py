@@ -17,12 +17,14 @@ checksum, and raises :class:`CheckpointError` naming the file for anything
 truncated, corrupted or foreign.
 
 Format versions: 1 has no ``momentum`` / ``feature_normalization`` /
-``initial_beta`` / ``max_folded_size`` / ``tensor_pairs`` (they load as what
-such checkpoints were trained with: the defaults of the first three, and
-``max_folded_size=None``, every fixed axis folded, and ``tensor_pairs="all"``).
+``initial_beta`` / ``max_folded_size`` / ``tensor_pairs`` / ``nfn_head_bias``
+(they load as what such checkpoints were trained with: the defaults of the
+first three, ``max_folded_size=None``, every fixed axis folded,
+``tensor_pairs="all"`` and an ``nfn`` head with a bias).
 An optimizer whose momentum or feature normalisation is not the default, or
 whose ``unf`` head differs from the legacy one on its weight space (a fixed
-axis beyond ``max_folded_size``, or ``tensor_pairs="linked"``), is written as
+axis beyond ``max_folded_size``, or ``tensor_pairs="linked"``), or an ``nfn``
+head without a bias, is written as
 version 2, which an unf-lopt too old to know the options refuses instead of
 running it with the wrong features or network; every other checkpoint is
 still written as version 1.
@@ -63,7 +65,8 @@ OPTIONS_FORMAT_VERSION = 2  # a non-default momentum or feature normalisation
 READABLE_VERSIONS = (FORMAT_VERSION, OPTIONS_FORMAT_VERSION)
 # What a version-1 checkpoint, written before the options existed, was trained with.
 DEFAULT_OPTIONS = {"momentum": "accumulate", "feature_normalization": "per_channel",
-                   "initial_beta": INITIAL_BETA, "max_folded_size": None, "tensor_pairs": "all"}
+                   "initial_beta": INITIAL_BETA, "max_folded_size": None, "tensor_pairs": "all",
+                   "nfn_head_bias": True}
 # The options that change the update rule, not only the initial meta-parameters.
 _RULE_OPTIONS = ("momentum", "feature_normalization")
 CONFIG_FILE = "optimizer.json"
@@ -109,8 +112,10 @@ def _stored_spec(lopt: NominalLOpt) -> Any:
 
 def _changes_the_network(lopt: NominalLOpt) -> bool:
   """Whether ``lopt``'s update net differs from the legacy one an old reader would build."""
+  if lopt.update_net == "nfn":
+    return lopt.nfn_head_bias != DEFAULT_OPTIONS["nfn_head_bias"]
   if lopt.update_net != "unf":
-    return False  # only the unf head takes the options
+    return False  # only the unf and nfn heads take the options
   if lopt.tensor_pairs != DEFAULT_OPTIONS["tensor_pairs"]:
     return True
   if lopt.max_folded_size is None:
