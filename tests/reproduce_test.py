@@ -1,6 +1,7 @@
 """The reproduction protocols are valid, and the pipeline runs end to end on a tiny one."""
 
 import json
+import pathlib
 
 import jax
 import numpy as np
@@ -8,23 +9,37 @@ import pytest
 
 from unf_lopt import tasks
 from unf_lopt.evaluate.experiments import reproduce
+from unf_lopt.meta_train import cli
 from unf_lopt.meta_train.config import MetaTrainConfig
 
 
 @pytest.mark.parametrize("scale", reproduce.SCALES)
 @pytest.mark.parametrize("name", reproduce.PROTOCOLS)
-def test_every_protocol_gives_valid_meta_training_configs_and_tasks(name, scale):
+def test_every_protocol_gives_valid_meta_training_configs_and_tasks(name, scale, tmp_path):
   protocol = reproduce.load_protocol(name, scale)
   assert {"sgdm", "unf", "deepset"} <= {variant.name for variant in protocol.variants}
+  parser = cli._parser()  # pylint: disable=protected-access
   for variant in protocol.variants:
     config = MetaTrainConfig.from_dict(dict(protocol.meta_train, task=protocol.task,
                                             task_options=variant.task_options,
-                                            update_net=variant.update_net))
+                                            update_net=variant.update_net, **variant.meta_train))
     assert config.horizon == protocol.horizon
+    # The command line reproduce runs gives the same configuration.
+    args = parser.parse_args(reproduce.meta_train_flags(protocol, variant, tmp_path))
+    assert cli._config(parser, args) == config  # pylint: disable=protected-access
     task = tasks.get_task(protocol.task, **variant.task_options)
     assert task.spec_kind == variant.spec
     jax.eval_shape(task.init, jax.random.PRNGKey(0))  # the options fit the model
   assert protocol.evaluation["seeds"] >= 3
+
+
+def test_nfn_follows_table_3_head_bias_per_task():
+  cnn_nfn = next(v for v in reproduce.load_protocol("cnn").variants if v.name == "nfn")
+  mlp_nfn = next(v for v in reproduce.load_protocol("mlp_fmnist").variants if v.name == "nfn")
+  assert cnn_nfn.meta_train == {"nfn_head_bias": False}
+  assert "--no-nfn-head-bias" in reproduce.meta_train_flags(
+      reproduce.load_protocol("cnn"), cnn_nfn, pathlib.Path("runs"))
+  assert mlp_nfn.meta_train == {}
 
 
 def test_paper_scale_is_the_papers_meta_training():

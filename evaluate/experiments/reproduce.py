@@ -52,6 +52,9 @@ class Variant:
   # Variants evaluated together share the task: named by the options a variant adds to the
   # protocol's ("spec_paper"), or TRUE_SPEC_GROUP for none.
   group: str
+  # Meta-training settings of this variant only (e.g. the NFN head without a bias), over the
+  # protocol's.
+  meta_train: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   @property
   def spec(self) -> str:
@@ -99,7 +102,8 @@ def load_protocol(path_or_name: str | pathlib.Path, scale: str = "cpu") -> Proto
     for name, values in text["variants"].items():
       own = values.get("task_options") or {}
       group = "_".join(f"{key}_{value}" for key, value in sorted(own.items())) or TRUE_SPEC_GROUP
-      variants.append(Variant(name, values["update_net"], dict(task_options, **own), group))
+      variants.append(Variant(name, values["update_net"], dict(task_options, **own), group,
+                              dict(values.get("meta_train") or {})))
     variants = tuple(variants)
     return Protocol(path.stem, scale, task, task_options, variants,
                     dict(settings["meta_train"]), dict(settings["evaluation"]))
@@ -114,8 +118,12 @@ def meta_train_flags(protocol: Protocol, variant: Variant, out: pathlib.Path) ->
            "--out", str(out / variant.name)]
   if variant.task_options:
     flags += ["--task-options", json.dumps(variant.task_options, sort_keys=True)]
-  for key, value in protocol.meta_train.items():
-    flags += [f"--{key.replace('_', '-')}", str(value)]
+  for key, value in {**protocol.meta_train, **variant.meta_train}.items():
+    flag = key.replace("_", "-")
+    if isinstance(value, bool):  # unf-meta-train's switches: --name / --no-name
+      flags.append(f"--{flag}" if value else f"--no-{flag}")
+    else:
+      flags += [f"--{flag}", str(value)]
   return flags
 
 
