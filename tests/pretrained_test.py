@@ -16,7 +16,8 @@ from unf_lopt.evaluate import evaluation
 # `unf_lopt.pretrained` is also the name of a function in unf_lopt's namespace.
 pretrained_module = importlib.import_module("unf_lopt.pretrained")
 
-SHIPPED = ("unf_mlp_fmnist", "deepset_mlp_fmnist", "nfn_mlp_fmnist", "sgdm_mlp_fmnist")
+MLP_SHIPPED = ("unf_mlp_fmnist", "deepset_mlp_fmnist", "nfn_mlp_fmnist", "sgdm_mlp_fmnist")
+SHIPPED = MLP_SHIPPED
 
 
 def test_exactly_the_reproduction_optimizers_are_listed_and_each_loads():
@@ -38,14 +39,21 @@ def test_only_folders_with_an_optimizer_config_are_listed(tmp_path, monkeypatch)
   assert U.available_pretrained() == []
 
 
+def random_batch(task, rng):
+  """A batch shaped like the task's: integers (labels, tokens) below ``num_classes``."""
+  return {key: (rng.integers(0, task.num_classes, value.shape).astype(value.dtype)
+                if np.issubdtype(value.dtype, np.integer)
+                else rng.uniform(size=value.shape).astype(value.dtype))
+          for key, value in task.dummy_batch().items()}
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_pretrained_optimizer_trains_its_task(name):
-  task = tasks.get_task("mlp_fmnist")
+  info = U.pretrained_info(name)
+  task = tasks.get_task(info["task"], **info["task_options"])
   lopt, meta = evaluation.load_optimizer(f"pretrained:{name}", task)
   assert lopt.update_net == name.split("_")[0]
-  rng = np.random.default_rng(0)
-  batch = {"image": rng.uniform(size=(128, 8, 8, 1)).astype(np.float32),
-           "label": rng.integers(0, 10, 128).astype(np.int32)}
+  batch = random_batch(task, np.random.default_rng(0))
   optimizer = lopt.opt_fn(meta)
   state = optimizer.init(task.init(jax.random.PRNGKey(0)), num_steps=2000)
   update = jax.jit(lambda state: optimizer.update(
@@ -113,7 +121,7 @@ def train_with(name, params, loss_fn, steps=15):
   return params
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", MLP_SHIPPED)
 @pytest.mark.parametrize("widths,inputs", [((32, 10), 64), ((20, 7), 50)])
 def test_shipped_optimizers_train_renamed_and_rewidened_mlps(name, widths, inputs):
   # nn.Sequential names its layers layers_0 and layers_2, not the Dense_0/Dense_1 trained on.
@@ -124,7 +132,7 @@ def test_shipped_optimizers_train_renamed_and_rewidened_mlps(name, widths, input
   assert float(loss_fn(trained)) < 0.8 * float(loss_fn(params))
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", MLP_SHIPPED)
 def test_a_deeper_mlp_is_refused_by_unf_and_nfn_only(name):
   params, loss_fn = sequential_mlp((24, 16, 10), 30)
   if name.startswith(("unf", "nfn")):
