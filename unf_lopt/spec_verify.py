@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unf_lopt.spec import FIXED, SpecError, is_axes, path_to_str, validate_spec
+from unf_lopt.spec import FIXED, SpecError, tensor_infos, validate_spec
 
 PyTree = Any
 
@@ -39,10 +39,7 @@ ALL_NAMES = "<all names>"
 
 def _axes_per_leaf(spec: PyTree, tree: PyTree) -> list[tuple[str, tuple]]:
   """``(path, axes)`` for every leaf of ``tree``, in its flattening order."""
-  spec_by_path = {path_to_str(p): axes for p, axes in
-                  jax.tree_util.tree_flatten_with_path(spec, is_leaf=is_axes)[0]}
-  return [(path_to_str(p), spec_by_path[path_to_str(p)])
-          for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+  return [(info.path, info.axes) for info in tensor_infos(spec, tree)[0]]
 
 
 def _permute_tree(tree: PyTree, axes_per_leaf: Sequence[tuple[str, tuple]],
