@@ -236,6 +236,17 @@ def test_lo_tasks_as_ours_compute_lo_losses():
   assert float(with_data.loss(params, one_row)) == pytest.approx(expected, rel=1e-5)
 
 
+def test_unregistered_task_gets_the_spec_traced_from_its_loss():
+  task = tasks.get_task("lo:quadratics.QuadraticTask", dim=4)
+  params = task.init(jax.random.PRNGKey(0)) + jnp.arange(4.0)  # distinct entries
+  spec = task.spec(params)
+  assert spec[0] is not U.FIXED  # a sum over the coordinates: they may be permuted
+  batch = task.dummy_batch()
+  moved = params[np.array([2, 0, 3, 1])]
+  assert not np.allclose(moved, params)
+  np.testing.assert_allclose(task.loss(moved, batch), task.loss(params, batch), rtol=1e-6)
+
+
 def test_unknown_lo_names_are_reported():
   with pytest.raises(KeyError, match="quadratic_family"):
     tasks.get_task("lo:no_such_task")
