@@ -49,7 +49,10 @@ PyTree = Any
 
 MOMENTUM_DECAYS = (0.1, 0.5, 0.9, 0.99, 0.999, 0.9999)
 TIME_SCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5)
-NUM_FEATURES = 2 + len(MOMENTUM_DECAYS) + len(TIME_SCALES)  # 19
+# The channels that differ between entries (weight, gradient, momenta) come
+# first; the time embedding, the same for every entry, last.
+NUM_ENTRY_FEATURES = 2 + len(MOMENTUM_DECAYS)  # 8
+NUM_FEATURES = NUM_ENTRY_FEATURES + len(TIME_SCALES)  # 19
 NORMALIZATION_EPS = 1e-12
 # learned_optimization's `_second_moment_normalizer` default, used by "clip_per_tensor".
 CLIP_PER_TENSOR_EPS = 1e-5
@@ -118,14 +121,30 @@ def normalize_features(x: jax.Array, feature_normalization: str = "per_channel")
   return second_moment_normalize(x)
 
 
-def build_features(params: PyTree, grads: PyTree, momenta: tuple[PyTree, ...],
-                   step: jax.Array, feature_normalization: str = "per_channel") -> PyTree:
-  """The 19-channel features of every entry: ``[*shape, 19]`` per tensor."""
-  clock = time_embedding(step)
+def entry_features(params: PyTree, grads: PyTree, momenta: tuple[PyTree, ...],
+                   feature_normalization: str = "per_channel") -> PyTree:
+  """The normalised channels that differ between entries: ``[*shape, 8]`` per tensor.
 
+  The first ``NUM_ENTRY_FEATURES`` channels of :func:`build_features`; the
+  rest, :func:`time_embedding`, is one vector for all entries.
+  """
   def per_tensor(w, g, *moments):
     raw = jnp.stack([w, g, *moments], axis=-1).astype(jnp.float32)
-    normalized = normalize_features(raw, feature_normalization)
-    return jnp.concatenate([normalized, jnp.broadcast_to(clock, (*w.shape, clock.size))], -1)
+    return normalize_features(raw, feature_normalization)
 
   return jax.tree.map(per_tensor, params, grads, *momenta)
+
+
+def build_features(params: PyTree, grads: PyTree, momenta: tuple[PyTree, ...],
+                   step: jax.Array, feature_normalization: str = "per_channel") -> PyTree:
+  """The 19-channel features of every entry: ``[*shape, 19]`` per tensor.
+
+  :func:`entry_features` followed by the step's :func:`time_embedding`,
+  repeated for every entry. The optimizer never builds this tensor: it hands
+  the two parts to `unf_lopt.UpdateNet` separately, which folds the time
+  channels into the first layer's bias.
+  """
+  clock = time_embedding(step)
+  return jax.tree.map(
+      lambda x: jnp.concatenate([x, jnp.broadcast_to(clock, (*x.shape[:-1], clock.size))], -1),
+      entry_features(params, grads, momenta, feature_normalization))

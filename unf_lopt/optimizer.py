@@ -287,7 +287,8 @@ class NominalOptimizer:
     momenta = features_lib.update_momenta(state.momenta, grads, lopt.momentum)
     if lopt.update_net in UPDATE_NETS:
       beta = jnp.exp(meta["log_beta"])
-      inputs = features_lib.build_features(state.params, grads, momenta, state.step,
+      # The time channels go in as one vector (`UpdateNet`'s fused trunk).
+      inputs = features_lib.entry_features(state.params, grads, momenta,
                                            lopt.feature_normalization)
       if lopt.update_net == "deepset":  # a spec changes nothing: any weight space fits
         spec, match = _trivial_spec(state.params), None
@@ -296,7 +297,7 @@ class NominalOptimizer:
       if match is not None:  # a trained optimizer on another weight space of its structure
         inputs = match.to_template(inputs)
       learned = lopt.network().apply(
-          meta["update_net"], inputs, spec)
+          meta["update_net"], inputs, spec, features_lib.time_embedding(state.step))
       if match is not None:
         learned = match.from_template(learned)
       step = jax.tree.map(lambda m, f: alpha * (m + beta * f.astype(m.dtype)), nominal, learned)

@@ -14,13 +14,17 @@ paper's rows are thus not consistent with one layer.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from unf_lopt.layers import DeepSetLinear, NFNLinear, UNFLinear, engine, pointwise
+from unf_lopt.layers import (DeepSetLinear, DeepSetWeights, NFNLinear, UNFLinear, engine,
+                             pointwise, pointwise_mlp)
+from unf_lopt.layers.pointwise_mlp import BLOCK_ROWS, pointwise_mlp_columns
 from unf_lopt.layers.unf import TENSOR_PAIRS  # noqa: F401  (re-exported)
 
 PyTree = Any
@@ -54,6 +58,9 @@ class UpdateNet(nn.Module):
     tensor_pairs: the ``unf`` head's
       :attr:`~unf_lopt.layers.UNFLinear.tensor_pairs` (``"all"`` or
       ``"linked"``).
+    block_rows: rows per block of the fused trunk (see ``shared`` in
+      ``__call__``); tensors of fewer than ``4 * block_rows`` entries run
+      together as one matrix, ``None`` never blocks. Speed only.
   """
 
   head: str = "unf"
@@ -62,22 +69,93 @@ class UpdateNet(nn.Module):
   nfn_head_bias: bool = True
   max_folded_size: int | None = None
   tensor_pairs: str = "all"
+  block_rows: int | None = BLOCK_ROWS
 
   @nn.compact
-  def __call__(self, features: PyTree, spec: PyTree) -> PyTree:
+  def __call__(self, features: PyTree, spec: PyTree, shared: jax.Array | None = None
+               ) -> PyTree:
+    """The update ``f``: a pytree shaped like the params (one number per entry).
+
+    Args:
+      features: ``[*shape, C]`` per tensor: all 19 channels
+        (`unf_lopt.features.build_features`), or, with ``shared``, only the
+        channels that differ between entries (`unf_lopt.features.entry_features`).
+      spec: the weight space's spec.
+      shared: channels every entry has in common (the time embedding), which
+        ``build_features`` would append to every entry. Given this way the
+        trunk folds them into its first bias and runs as one blocked chain
+        over all entries (`unf_lopt.layers.pointwise_mlp`), never building the
+        19-channel tensor; the result equals the plain call up to float
+        rounding.
+    """
     if self.head not in UPDATE_NETS:
       raise ValueError(f"unknown update network head {self.head!r}; expected one of {UPDATE_NETS}")
+    if shared is not None and self.depth > 0:
+      return self._fused(features, spec, shared)
+    if shared is not None:  # no trunk to fold the shared channels into
+      features = jax.tree.map(lambda x: jnp.concatenate(
+          [x, jnp.broadcast_to(shared, (*x.shape[:-1], shared.shape[-1]))], -1), features)
     relu = pointwise(jax.nn.relu)
     x = features
     if self.head == "unf":
       x = with_positional_channels(x, spec, self.max_folded_size)
     for _ in range(self.depth):
       x = relu(DeepSetLinear(self.hidden)(x, spec))
+    return self._head(x, spec)
+
+  def _head(self, x: PyTree, spec: PyTree) -> PyTree:
     head = {"deepset": lambda: DeepSetLinear(1),
             "unf": lambda: UNFLinear(1, max_folded_size=self.max_folded_size,
                                      tensor_pairs=self.tensor_pairs),
             "nfn": lambda: NFNLinear(1, use_bias=self.nfn_head_bias)}[self.head]()
     return jax.tree.map(lambda y: y[..., 0], head(x, spec))
+
+  def _fused(self, features: PyTree, spec: PyTree, shared: jax.Array) -> PyTree:
+    """The trunk over all entries at once; the names match the plain path's parameters."""
+    leaves, infos, treedef, entry_width = engine.features_and_infos(features, spec)
+    if self.head == "unf":  # the plain path appends them after the shared channels
+      extra = with_positional_channels(
+          treedef.unflatten([x[..., :0] for x in leaves]), spec, self.max_folded_size)
+      leaves = [jnp.concatenate([x, p], -1) for x, p in zip(leaves, treedef.flatten_up_to(extra))]
+    extra_width = leaves[0].shape[-1] - entry_width
+    kernel, bias = DeepSetWeights(self.hidden, name="DeepSetLinear_0")(
+        entry_width + shared.shape[-1] + extra_width)
+    layers = [(jnp.concatenate([kernel[:entry_width], kernel[entry_width + shared.shape[-1]:]]),
+               bias + shared.astype(kernel.dtype) @ kernel[entry_width:][:shared.shape[-1]])]
+    for index in range(1, self.depth):
+      layers.append(DeepSetWeights(self.hidden, name=f"DeepSetLinear_{index}")(self.hidden))
+    pointwise_head = self.head == "deepset"
+    if pointwise_head:
+      layers.append(DeepSetWeights(1, name=f"DeepSetLinear_{self.depth}")(self.hidden))
+
+    def run(rows):
+      return pointwise_mlp(rows, layers, jax.nn.relu, activate_output=not pointwise_head,
+                           block_rows=self.block_rows)
+
+    # Large tensors run alone (in blocks, in place); the small ones together as
+    # one matrix, which saves the per-call overhead of many tiny chains.
+    sizes = [math.prod(info.shape) for info in infos]
+    threshold = math.inf if self.block_rows is None else 4 * self.block_rows
+    small = [i for i, size in enumerate(sizes) if size < threshold]
+    outputs = [None] * len(leaves)
+    if small and pointwise_head:  # one output channel: columns need no transpose back
+      columns = jnp.concatenate([leaves[i].reshape(sizes[i], -1).T for i in small], axis=1)
+      out = pointwise_mlp_columns(columns, layers, jax.nn.relu)
+      pieces = jnp.split(out, np.cumsum([sizes[i] for i in small])[:-1].tolist(), axis=1)
+      for i, piece in zip(small, pieces):
+        outputs[i] = piece.T
+    elif small:
+      rows = jnp.concatenate([leaves[i].reshape(sizes[i], -1) for i in small])
+      pieces = jnp.split(run(rows), np.cumsum([sizes[i] for i in small])[:-1].tolist())
+      for i, piece in zip(small, pieces):
+        outputs[i] = piece
+    for i, size in enumerate(sizes):
+      if outputs[i] is None:
+        outputs[i] = run(leaves[i].reshape(size, -1))
+    trunk = treedef.unflatten([out.reshape(*info.shape, -1) for out, info in zip(outputs, infos)])
+    if pointwise_head:
+      return jax.tree.map(lambda y: y[..., 0], trunk)
+    return self._head(trunk, spec)
 
 
 def with_positional_channels(features: PyTree, spec: PyTree, max_folded_size: int | None

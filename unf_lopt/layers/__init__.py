@@ -18,22 +18,27 @@ A batch of weight spaces goes through ``jax.vmap``:
 
 Modules: :mod:`~unf_lopt.layers.unf` (:class:`UNFLinear`),
 :mod:`~unf_lopt.layers.deepset` (:class:`DeepSetLinear`, pooling, pointwise
-maps), :mod:`~unf_lopt.layers.nfn` (:class:`NFNLinear`) and the fold engine
-they share, :mod:`~unf_lopt.layers.engine`.
+maps), :mod:`~unf_lopt.layers.nfn` (:class:`NFNLinear`), the fold engine
+they share, :mod:`~unf_lopt.layers.engine`, and
+:mod:`~unf_lopt.layers.pointwise_mlp` (a DeepSet trunk run in blocks).
 """
 
 from unf_lopt.layers.deepset import DeepSetLinear as DeepSetLinear
+from unf_lopt.layers.deepset import DeepSetWeights as DeepSetWeights
 from unf_lopt.layers.deepset import InvariantPool as InvariantPool
 from unf_lopt.layers.deepset import invariant_pool as invariant_pool
 from unf_lopt.layers.deepset import pointwise as pointwise
 from unf_lopt.layers.nfn import NFNLinear as NFNLinear
+from unf_lopt.layers.pointwise_mlp import pointwise_mlp as pointwise_mlp
 from unf_lopt.layers.unf import UNFLinear as UNFLinear
 
 __all__ = (
     "DeepSetLinear",
+    "DeepSetWeights",
     "InvariantPool",
     "NFNLinear",
     "UNFLinear",
     "invariant_pool",
     "pointwise",
+    "pointwise_mlp",
 )

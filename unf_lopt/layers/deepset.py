@@ -29,15 +29,42 @@ class DeepSetLinear(nn.Module):
   @nn.compact
   def __call__(self, features: PyTree, spec: PyTree) -> PyTree:
     leaves, _, treedef, in_channels = engine.features_and_infos(features, spec)
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (in_channels, self.out_channels), self.param_dtype)
-    bias = (self.param("bias", nn.initializers.zeros, (self.out_channels,), self.param_dtype)
-            if self.use_bias else None)
+    kernel, bias = _declare_pointwise(self, in_channels, self.out_channels, self.use_bias,
+                                      self.param_dtype)
     outputs = []
     for x in leaves:
       y = x @ kernel.astype(x.dtype)
       outputs.append(y + bias.astype(x.dtype) if bias is not None else y)
     return treedef.unflatten(outputs)
+
+
+class DeepSetWeights(nn.Module):
+  """The kernel and bias of a :class:`DeepSetLinear`, returned instead of applied.
+
+  For code that applies the map itself, e.g. to many tensors at once
+  (`unf_lopt.layers.pointwise_mlp`). Under the same module name it declares
+  exactly the parameters, with the same initial values, that
+  ``DeepSetLinear`` does.
+  """
+
+  out_channels: int
+  use_bias: bool = True
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, in_channels: int) -> tuple[jax.Array, jax.Array]:
+    kernel, bias = _declare_pointwise(self, in_channels, self.out_channels, self.use_bias,
+                                      self.param_dtype)
+    return kernel, bias if bias is not None else jnp.zeros((self.out_channels,), kernel.dtype)
+
+
+def _declare_pointwise(module: nn.Module, in_channels: int, out_channels: int, use_bias: bool,
+                       param_dtype: Any) -> tuple[jax.Array, jax.Array | None]:
+  kernel = module.param("kernel", nn.initializers.lecun_normal(), (in_channels, out_channels),
+                        param_dtype)
+  bias = (module.param("bias", nn.initializers.zeros, (out_channels,), param_dtype)
+          if use_bias else None)
+  return kernel, bias
 
 
 def invariant_pool(features: PyTree, spec: PyTree) -> jax.Array:
