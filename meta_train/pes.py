@@ -264,9 +264,30 @@ class TruncatedPES:
     ``resets`` (runs that start a new episode next), ``blowups`` (runs with
     non-finite losses or skipped steps; excluded and reset).
     """
+    return self._estimate(*self._estimate_args(meta, state, key))
+
+  def _estimate_args(self, meta: PyTree, state: PESState, key: jax.Array) -> tuple:
     if self.problem.streams:
-      return self._estimate(self._replicate(meta), state, key, {}, self._host_batches(key))
-    return self._estimate(self._replicate(meta), state, key, self._replicate(self.problem.data))
+      return self._replicate(meta), state, key, {}, self._host_batches(key)
+    return self._replicate(meta), state, key, self._replicate(self.problem.data)
+
+  def estimate_memory(self, meta: PyTree, state: PESState, key: jax.Array) -> dict[str, int]:
+    """XLA's memory plan of one :meth:`estimate` call, in bytes (compiles, runs nothing).
+
+    ``arguments`` (meta-parameters, PES state, data on the device), ``outputs``,
+    ``temporaries`` (the truncation's working memory) and ``peak`` (their sum
+    less the outputs that reuse argument buffers). None of them depends on
+    the horizon: a truncation holds ``trunc_length`` steps of state, not a run.
+    """
+    analysis = self._estimate.lower(*self._estimate_args(meta, state, key)).compile(
+    ).memory_analysis()
+    sizes = {"arguments": int(analysis.argument_size_in_bytes),
+             "outputs": int(analysis.output_size_in_bytes),
+             "temporaries": int(analysis.temp_size_in_bytes),
+             "aliased": int(analysis.alias_size_in_bytes)}
+    sizes["peak"] = (sizes["arguments"] + sizes["outputs"] + sizes["temporaries"]
+                     - sizes["aliased"])
+    return sizes
 
   # -- batches from host memory ---------------------------------------------
 

@@ -206,3 +206,26 @@ def test_eight_devices_give_the_one_device_result():
                           text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "EQUAL" in result.stdout
+
+
+def test_memory_plan_of_an_estimate_grows_with_the_runs_not_the_horizon():
+  from unf_lopt.meta_train.config import MetaTrainConfig
+  from unf_lopt.meta_train.trainer import MetaTrainer
+
+  def peak(trunc_length, horizon, num_runs=2):
+    trainer = MetaTrainer(MetaTrainConfig(task="tiny_mlp", update_net="unf", num_runs=num_runs,
+                                          trunc_length=trunc_length, horizon=horizon),
+                          None, quiet=True)
+    state = trainer.initial_state()
+    sizes = trainer.pes.estimate_memory(state.meta_params, state.pes_state,
+                                        jax.random.PRNGKey(0))
+    assert sizes["peak"] == (sizes["arguments"] + sizes["outputs"] + sizes["temporaries"]
+                             - sizes["aliased"])
+    return sizes
+
+  short = peak(4, 20)
+  assert peak(4, 200_000) == short
+  # The truncation is a scan (batches drawn inside it): its length costs about nothing.
+  assert peak(16, 20)["temporaries"] < 1.01 * short["temporaries"]
+  # Every run holds its particles' states: more runs, more memory.
+  assert peak(4, 20, num_runs=8)["arguments"] > short["arguments"]

@@ -22,6 +22,11 @@ first implementation's, same device count) compares them under the same load.
 An outer step is what `meta_train.trainer.MetaTrainer.step` does: a PES
 estimate over all runs and the clipped-Adam update of the meta-parameters.
 
+Memory: ``peak MiB`` is XLA's memory plan of one PES estimate on one device
+(arguments, outputs and temporaries; `meta_train.pes.TruncatedPES.estimate_memory`),
+and ``x10 horizon`` the same plan with a ten times longer horizon over it:
+1.00 means memory does not grow with the horizon.
+
 Usage:
   python -m unf_lopt.evaluate.benchmarks.bench_meta_train [--task mlp_fmnist,cnn_fmnist_standin]
       [--update-nets unf,nfn,deepset,sgdm] [--devices 1,2,4,8|1,all] [--processes 1,2] [--steps 5]
@@ -69,10 +74,11 @@ def _variants(task_name: str, conv_impls: str) -> list[str | None]:
 class _OuterStepper:
   """A `MetaTrainer` (no run directory) and its state, stepped a given number of outer steps."""
 
-  def __init__(self, task_name: str, options: dict, update_net: str, args):
+  def __init__(self, task_name: str, options: dict, update_net: str, args,
+               horizon: int | None = None):
     config = MetaTrainConfig(task=task_name, task_options=options, update_net=update_net,
                              num_runs=args.num_runs, trunc_length=args.trunc_length,
-                             horizon=args.horizon,
+                             horizon=horizon or args.horizon,
                              # A multi-process run shards over every process's devices.
                              num_devices=args.worker_devices if jax.process_count() == 1 else 0)
     self.trainer = MetaTrainer(config, None, quiet=True)
@@ -81,6 +87,11 @@ class _OuterStepper:
 
   def init_state(self) -> None:
     self.state = self.trainer.initial_state()
+
+  def peak_memory(self) -> int:
+    """Bytes of XLA's memory plan of one PES estimate from the current state."""
+    return self.trainer.pes.estimate_memory(self.state.meta_params, self.state.pes_state,
+                                            jax.random.PRNGKey(0))["peak"]
 
   def steps(self, count: int) -> None:
     for _ in range(count):
@@ -110,14 +121,24 @@ def _worker(args) -> None:
           start = time.perf_counter()
           stepper.steps(args.steps)
           best[index] = min(best[index], (time.perf_counter() - start) / args.steps)
+      memory = [None] * len(variants)
+      if args.memory and jax.process_count() == 1 and len(jax.devices()) == 1:
+        for index, (conv_impl, stepper) in enumerate(zip(variants, steppers)):
+          variant_options = options if conv_impl is None else {**options, "conv_impl": conv_impl}
+          longer = _OuterStepper(task_name, variant_options, update_net, args,
+                                 horizon=10 * args.horizon)
+          longer.init_state()
+          memory[index] = (stepper.peak_memory(), longer.peak_memory())
       if not distributed.is_primary():
         continue
-      for conv_impl, seconds, step_seconds in zip(variants, compile_seconds, best):
+      for conv_impl, seconds, step_seconds, peaks in zip(variants, compile_seconds, best, memory):
         print(json.dumps({"task": task_name, "update_net": update_net, "conv_impl": conv_impl,
                           "devices": len(jax.devices()), "processes": jax.process_count(),
                           "compile_s": seconds,
                           "outer_per_s": 1 / step_seconds,
-                          "inner_per_s": 2 * args.num_runs * args.trunc_length / step_seconds}),
+                          "inner_per_s": 2 * args.num_runs * args.trunc_length / step_seconds,
+                          "peak_bytes": None if peaks is None else peaks[0],
+                          "peak_bytes_x10_horizon": None if peaks is None else peaks[1]}),
               flush=True)
 
 
@@ -126,7 +147,8 @@ def _format(results: list[dict], args) -> str:
            f"{args.num_runs} runs x truncation {args.trunc_length}",
            f"{'task':20s} {'update net':10s} {'conv':7s} {'devices':>7s} {'procs':>5s} "
            f"{'compile s':>9s} "
-           f"{'outer/s':>8s} {'inner/s':>9s} {'vs 1 device':>11s} {'vs first':>8s}"]
+           f"{'outer/s':>8s} {'inner/s':>9s} {'vs 1 device':>11s} {'vs first':>8s} "
+           f"{'peak MiB':>8s} {'x10 horizon':>11s}"]
   key = lambda r: (r["task"], r["update_net"], r["conv_impl"])
   single = {key(r): r["outer_per_s"] for r in results if r["devices"] == 1}
   first = {}  # the first conv_impl's speed per (task, update net, devices, processes)
@@ -135,10 +157,13 @@ def _format(results: list[dict], args) -> str:
     first.setdefault(group, r["outer_per_s"])
     vs_single = r["outer_per_s"] / single.get(key(r), float("nan"))
     vs_first = "-" if r["conv_impl"] is None else f"{r['outer_per_s'] / first[group]:7.2f}x"
+    peak, longer = r.get("peak_bytes"), r.get("peak_bytes_x10_horizon")
+    memory = ("       -           -" if peak is None else
+              f"{peak / 2 ** 20:8.1f} {longer / peak:10.2f}x")
     lines.append(f"{r['task']:20s} {r['update_net']:10s} {r['conv_impl'] or '-':7s} "
                  f"{r['devices']:7d} {r['processes']:5d} {r['compile_s']:9.1f} "
                  f"{r['outer_per_s']:8.2f} "
-                 f"{r['inner_per_s']:9.0f} {vs_single:10.2f}x {vs_first:>8s}")
+                 f"{r['inner_per_s']:9.0f} {vs_single:10.2f}x {vs_first:>8s} {memory}")
   return "\n".join(lines)
 
 
@@ -162,6 +187,9 @@ def main(argv=None) -> None:
   parser.add_argument("--horizon", type=int, default=2000)
   parser.add_argument("--steps", type=int, default=5, help="timed outer steps per round")
   parser.add_argument("--repeats", type=int, default=3, help="timing rounds (the best counts)")
+  parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+                      help="report XLA's peak memory plan of a PES estimate, and at 10x the "
+                           "horizon (one device, one process only)")
   parser.add_argument("--worker-devices", type=int, default=0, help=argparse.SUPPRESS)
   parser.add_argument("--coordinator-address", help=argparse.SUPPRESS)
   parser.add_argument("--num-processes", type=int, help=argparse.SUPPRESS)
@@ -197,7 +225,7 @@ def _run_workers(args, count: int, processes: int, on_cpu: bool) -> list[dict]:
              "--conv-impls", args.conv_impls, "--update-nets", args.update_nets,
              "--num-runs", str(args.num_runs), "--trunc-length", str(args.trunc_length),
              "--horizon", str(args.horizon), "--steps", str(args.steps),
-             "--repeats", str(args.repeats)]
+             "--repeats", str(args.repeats), "--memory" if args.memory else "--no-memory"]
   if processes > 1:
     with socket.socket() as sock:  # a free port for the coordinator
       sock.bind(("127.0.0.1", 0))
