@@ -138,15 +138,14 @@ class UpdateNet(nn.Module):
     threshold = math.inf if self.block_rows is None else 4 * self.block_rows
     small = [i for i, size in enumerate(sizes) if size < threshold]
     outputs = [None] * len(leaves)
-    if small and pointwise_head:  # one output channel: columns need no transpose back
-      columns = jnp.concatenate([leaves[i].reshape(sizes[i], -1).T for i in small], axis=1)
-      out = pointwise_mlp_columns(columns, layers, jax.nn.relu)
-      pieces = jnp.split(out, np.cumsum([sizes[i] for i in small])[:-1].tolist(), axis=1)
-      for i, piece in zip(small, pieces):
-        outputs[i] = piece.T
-    elif small:
-      rows = jnp.concatenate([leaves[i].reshape(sizes[i], -1) for i in small])
-      pieces = jnp.split(run(rows), np.cumsum([sizes[i] for i in small])[:-1].tolist())
+    if small:
+      if pointwise_head:  # one output channel: the column layout's [1, n] is [n, 1] as is
+        out = pointwise_mlp_columns(
+            jnp.concatenate([leaves[i].reshape(sizes[i], -1).T for i in small], axis=1),
+            layers, jax.nn.relu).T
+      else:
+        out = run(jnp.concatenate([leaves[i].reshape(sizes[i], -1) for i in small]))
+      pieces = jnp.split(out, np.cumsum([sizes[i] for i in small])[:-1].tolist())
       for i, piece in zip(small, pieces):
         outputs[i] = piece
     for i, size in enumerate(sizes):
