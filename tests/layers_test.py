@@ -279,3 +279,25 @@ def test_identity_share_puts_the_initial_map_on_each_entry_itself():
   assert _spread_of_a_local_change(U.UNFLinear(4), params, spec) > 0.1
   with pytest.raises(ValueError, match="identity_share"):
     init_and_apply(U.UNFLinear(4, identity_share=1.5), random_features(params, 2), spec)
+
+
+def test_kernels_are_independent_draws_with_one_over_rows_variance():
+  # All kernels of a layer come from one normal draw (`unf._JointNormalDraw`): each must
+  # still be its own part of it, scaled by 1/sqrt(its rows), and the draw follow the key.
+  params, spec = weight_spaces.ALL["mlp"]()
+  features = random_features(params, channels=16)
+  layer = U.UNFLinear(64)
+  variables = jax.jit(lambda key: layer.init(key, features, spec))(jax.random.PRNGKey(0))
+  kernels = {name: np.asarray(value) for name, value in variables["params"].items()
+             if name.startswith("kernel")}
+  assert len(kernels) == len(jax.tree.leaves(params))
+  for name, kernel in kernels.items():
+    rows = kernel.shape[0]
+    assert abs(kernel.std() * np.sqrt(rows) - 1.0) < 0.1, name
+    assert abs(kernel.mean() * np.sqrt(rows)) < 0.1, name
+  firsts = [kernel.reshape(-1)[:64] / kernel.std() for kernel in kernels.values()]
+  for i, a in enumerate(firsts):
+    for b in firsts[i + 1:]:
+      assert abs(np.corrcoef(a, b)[0, 1]) < 0.6
+  other = jax.jit(lambda key: layer.init(key, features, spec))(jax.random.PRNGKey(1))
+  assert all(not np.allclose(kernels[name], other["params"][name]) for name in kernels)

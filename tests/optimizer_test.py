@@ -142,6 +142,44 @@ def test_non_finite_steps_are_skipped_and_counted(kind):
   assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(recovered))
 
 
+def test_under_vmap_each_run_skips_only_its_own_non_finite_step():
+  # PES maps the update over runs: the skip becomes a per-run select.
+  params, spec = weight_spaces.mlp()
+  params = random_like(params, 0)
+  lopt = U.NominalLOpt("unf", spec=spec, params_like=params)
+  opt = lopt.opt_fn(lopt.init(jax.random.PRNGKey(0)))
+  state = opt.init(params)
+  states = jax.tree.map(lambda x: jnp.stack([x, x]), state)
+  good = random_like(params, 1)
+  bad = jax.tree.map(lambda g: g.at[(0,) * g.ndim].set(jnp.nan), good)
+  grads = jax.tree.map(lambda g, b: jnp.stack([g, b]), good, bad)
+  stepped = jax.jit(jax.vmap(opt.update))(states, grads)
+  alone = jax.jit(opt.update)(state, good)
+  assert stepped.skipped_steps.tolist() == [0, 1] and stepped.step.tolist() == [1, 0]
+  for batch, advanced, initial in zip(jax.tree.leaves(stepped), jax.tree.leaves(alone),
+                                      jax.tree.leaves(state)):
+    np.testing.assert_allclose(batch[0], advanced, rtol=1e-6, atol=1e-7)
+    if np.shape(initial) == np.shape(batch[1]) and batch.dtype != jnp.int32:
+      np.testing.assert_array_equal(batch[1], initial)
+
+
+@pytest.mark.parametrize("kind", ["unf", "deepset"])
+def test_the_constant_folding_barrier_does_not_change_the_step(kind, monkeypatch):
+  params, spec = weight_spaces.mlp()
+  params, grads = random_like(params, 0), random_like(params, 1)
+  lopt = U.NominalLOpt(kind, spec=spec, params_like=params)
+  meta = dict(lopt.init(jax.random.PRNGKey(0)), log_beta=jnp.float32(0.0))  # beta = 1
+  steps = []
+  for threshold in (0, 10**12):  # barrier on every model, on none
+    monkeypatch.setattr(U.optimizer, "CONSTANT_FOLDING_BARRIER_ENTRIES", threshold)
+    opt = lopt.opt_fn(meta)  # meta-parameters closed over: constants in the jit
+    steps.append(jax.jit(opt.update)(opt.init(params), grads).params)
+  for with_barrier, without in zip(jax.tree.leaves(steps[0]), jax.tree.leaves(steps[1])):
+    np.testing.assert_allclose(with_barrier, without, rtol=1e-6, atol=1e-7)
+  assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(steps[0]),
+                                                   jax.tree.leaves(params)))
+
+
 def test_spec_as_callable_or_inferred_steps_like_the_explicit_spec():
   params, spec = weight_spaces.mlp()
   params, grads = random_like(params, 0), random_like(params, 1)

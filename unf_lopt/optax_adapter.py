@@ -111,11 +111,16 @@ def as_optax(lopt: optimizer_lib.NominalLOpt, meta_params: PyTree,
     full = optimizer_lib.NominalState(params=params, momenta=state.momenta,
                                       nominal_momentum=state.nominal_momentum, step=state.step,
                                       skipped_steps=state.skipped_steps, num_steps=state.num_steps)
-    step, advanced = opt.direction(full, updates)
     finite = optimizer_lib.all_finite(updates, value)
-    new_updates = jax.tree.map(lambda s, p: jnp.where(finite, -s, 0).astype(p.dtype), step, params)
-    new_state = state.replace(momenta=advanced.momenta, nominal_momentum=advanced.nominal_momentum,
-                              step=advanced.step)
-    return new_updates, optimizer_lib.skip_unless_finite(finite, new_state, state)
+
+    def advance():
+      step, advanced = opt.direction(full, updates)
+      return (jax.tree.map(lambda s, p: (-s).astype(p.dtype), step, params),
+              state.replace(momenta=advanced.momenta,
+                            nominal_momentum=advanced.nominal_momentum, step=advanced.step))
+    skipped = (jax.tree.map(jnp.zeros_like, params), state)
+    new_updates, kept = optimizer_lib.keep_if(finite, advance, skipped)
+    return new_updates, kept.replace(
+        skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

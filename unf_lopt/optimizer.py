@@ -58,6 +58,9 @@ FEATURE_NORMALIZATIONS = features_lib.FEATURE_NORMALIZATIONS
 # Fixed axes of a tensor up to this many entries fold into the unf head's channels.
 DEFAULT_MAX_FOLDED_SIZE = 16
 ADAM_LEARNING_RATE = 1e-3  # optax's usual default; not meta-tuned
+# Models with at least this many parameters get their update network's weights behind an
+# optimization barrier (see `NominalOptimizer.direction`).
+CONSTANT_FOLDING_BARRIER_ENTRIES = 100_000
 
 
 @flax.struct.dataclass
@@ -88,16 +91,25 @@ def all_finite(tree: PyTree, loss) -> jax.Array:
   return finite
 
 
-def keep_if(condition: jax.Array, new: PyTree, old: PyTree) -> PyTree:
-  return jax.tree.map(lambda n, o: jnp.where(condition, n, o), new, old)
+def keep_if(condition: jax.Array, compute_new: Callable[[], PyTree], old: PyTree) -> PyTree:
+  """``compute_new()`` where the scalar ``condition`` holds, else ``old``.
 
-
-def skip_unless_finite(finite: jax.Array, advanced, state):
-  """``advanced`` after a finite step; else ``state`` with the skip counted.
-
-  Both are flax struct dataclasses with a ``skipped_steps`` counter.
+  One conditional with the computation inside it, rather than a select per
+  leaf after it: a state of a few hundred leaves (params and seven momenta per
+  tensor) made as many kernels for XLA to compile, a third of a Transformer
+  step's, and read every leaf twice. Under ``vmap`` (PES) both branches run
+  and it becomes the per-leaf select again.
   """
-  kept = keep_if(finite, advanced, state)
+  return jax.lax.cond(condition, lambda kept: compute_new(), lambda kept: kept, old)
+
+
+def skip_unless_finite(finite: jax.Array, advance: Callable[[], Any], state):
+  """``advance()`` (the advanced state) after a finite step; else ``state``, the skip counted.
+
+  Both are flax struct dataclasses with a ``skipped_steps`` counter;
+  ``advance`` is only run (traced into the conditional) here.
+  """
+  kept = keep_if(finite, advance, state)
   return kept.replace(skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
 
 
@@ -105,6 +117,10 @@ def _counters(num_steps: int | None) -> dict[str, jax.Array]:
   """Initial ``step``, ``skipped_steps`` and ``num_steps`` (-1: not given)."""
   return {"step": jnp.asarray(0, jnp.int32), "skipped_steps": jnp.asarray(0, jnp.int32),
           "num_steps": jnp.asarray(-1 if num_steps is None else num_steps, jnp.int32)}
+
+
+def _num_entries(params: PyTree) -> int:
+  return sum(math.prod(np.shape(leaf)) for leaf in jax.tree.leaves(params))
 
 
 def _trivial_spec(params: PyTree) -> PyTree:
@@ -296,8 +312,16 @@ class NominalOptimizer:
         spec, match = self.fit(state.params)
       if match is not None:  # a trained optimizer on another weight space of its structure
         inputs = match.to_template(inputs)
+      weights = meta["update_net"]
+      if _num_entries(state.params) >= CONSTANT_FOLDING_BARRIER_ENTRIES:
+        # Where the weights are constants (a trained optimizer in a user's jit), XLA folds
+        # each basis term's slice of them into a constant of its own and splits the UNF
+        # layer's matmuls per term: twice the compile time on the Transformer task. The
+        # barrier costs the slices at run time instead (~50 us a step), which only large
+        # models do not notice.
+        weights = jax.lax.optimization_barrier(weights)
       learned = lopt.network().apply(
-          meta["update_net"], inputs, spec, features_lib.time_embedding(state.step))
+          weights, inputs, spec, features_lib.time_embedding(state.step))
       if match is not None:
         learned = match.from_template(learned)
       step = jax.tree.map(lambda m, f: alpha * (m + beta * f.astype(m.dtype)), nominal, learned)
@@ -308,10 +332,12 @@ class NominalOptimizer:
 
   def update(self, state: NominalState, grads: PyTree, loss=None, **unused) -> NominalState:
     del unused
-    step, advanced = self.direction(state, grads)
-    advanced = advanced.replace(params=jax.tree.map(lambda w, s: w - s.astype(w.dtype),
-                                                    state.params, step))
-    return skip_unless_finite(all_finite(grads, loss), advanced, state)
+
+    def advance():
+      step, advanced = self.direction(state, grads)
+      return advanced.replace(params=jax.tree.map(lambda w, s: w - s.astype(w.dtype),
+                                                  state.params, step))
+    return skip_unless_finite(all_finite(grads, loss), advance, state)
 
 
 class AdamOptimizer:
@@ -329,10 +355,12 @@ class AdamOptimizer:
 
   def update(self, state: AdamState, grads: PyTree, loss=None, **unused) -> AdamState:
     del unused
-    updates, adam = self.transform.update(grads, state.adam, state.params)
-    advanced = state.replace(params=optax.apply_updates(state.params, updates), adam=adam,
-                             step=state.step + 1)
-    return skip_unless_finite(all_finite(grads, loss), advanced, state)
+
+    def advance():
+      updates, adam = self.transform.update(grads, state.adam, state.params)
+      return state.replace(params=optax.apply_updates(state.params, updates), adam=adam,
+                           step=state.step + 1)
+    return skip_unless_finite(all_finite(grads, loss), advance, state)
 
 
 class NominalLOpt:

@@ -1,7 +1,8 @@
 """The weight spaces the benchmarks time: the networks of the paper's tasks, from `unf_lopt.tasks`.
 
 A benchmark names a weight space by its short name (``mlp``, ``cnn``, ``rnn``,
-``transformer``: the paper's four tasks) or by any registered task. The
+``transformer``: the paper's four tasks) or by any registered task, with
+``:paper`` for the authors' spec (``cnn:paper``: filter taps permuted). The
 parameters come from the task's own ``init`` and spec, so a benchmark times
 exactly the network the task trains.
 """
@@ -20,8 +21,14 @@ PAPER_TASKS = {"mlp": "mlp_fmnist", "cnn": "cnn_cifar10", "rnn": "rnn_lm1b",
 
 
 def task_for(name: str) -> tasks.Task:
-  """The task of a short name (`PAPER_TASKS`) or of a registered task name."""
-  return tasks.get_task(PAPER_TASKS.get(name, name))
+  """The task of a short name (`PAPER_TASKS`) or of a registered task name.
+
+  A ``:paper`` suffix (``cnn:paper``) gives the task with the authors' spec
+  (``get_task(..., spec="paper")``) instead of the true one.
+  """
+  base, _, spec = name.partition(":")
+  options = {"spec": spec} if spec else {}
+  return tasks.get_task(PAPER_TASKS.get(base, base), **options)
 
 
 def weight_space(name: str) -> tuple[Any, Any]:

@@ -314,9 +314,8 @@ def _projecting_is_cheaper(terms: list[KernelTerm], out_widths: list[int],
   return project_first < pool_first
 
 
-def project_then_pool(folded: list[jax.Array], kernels: list[jax.Array],
-                      terms: list[KernelTerm], out_widths: list[int], order: str
-                      ) -> dict[KernelTerm, jax.Array]:
+def project_then_pool(folded: list[jax.Array], columns: KernelColumns,
+                      terms: list[KernelTerm], order: str) -> dict[KernelTerm, jax.Array]:
   """Terms whose channel map is cheaper before their reduction, mapped to their result.
 
   Pooling then projecting reads each input once per distinct reduction and
@@ -327,12 +326,13 @@ def project_then_pool(folded: list[jax.Array], kernels: list[jax.Array],
 
   Args:
     folded: the input tensors, fixed axes folded into channels.
-    kernels: one ``[rows, out_width]`` kernel per output tensor.
+    columns: the kernels (one ``[rows, out_width]`` per output tensor) and
+      the folded channel count of each output tensor.
     terms: every basis term, in kernel row order.
-    out_widths: the folded channel count of each output tensor.
     order: ``"auto"``, ``"pool_first"`` (project nothing here) or
       ``"project_first"`` (project every term).
   """
+  out_widths = columns.out_widths
   by_input: dict[int, list[KernelTerm]] = {}
   for t in terms:
     by_input.setdefault(t.reduction.in_index, []).append(t)
@@ -349,22 +349,10 @@ def project_then_pool(folded: list[jax.Array], kernels: list[jax.Array],
       if transposes:  # the identity terms share the one read of the input
         chosen[in_index] = transposes + [t for t in mine
                                          if t.reduction.in_labels == t.reduction.carried]
-  # One gather from all kernels at once, rather than a slice per term.
-  flat = jnp.concatenate([k.reshape(-1) for k in kernels]) if chosen else None
-  bases = np.cumsum([0] + [k.size for k in kernels])
-
-  def kernels_by_columns(mine):
-    blocks = []
-    for out_index, _, _, rows in mine:
-      width = out_widths[out_index]
-      row_ids = np.arange(*rows)[:, None]
-      blocks.append(bases[out_index] + row_ids * width + np.arange(width)[None, :])
-    return flat[np.concatenate(blocks, axis=1)]
-
   projected = {}
   for in_index, mine in chosen.items():
     mine = sorted(mine, key=lambda t: (t.reduction.in_labels, t.reduction.carried))
-    y = folded[in_index] @ kernels_by_columns(mine)
+    y = folded[in_index] @ columns(mine)
     start = 0
     while start < len(mine):
       stop = start
@@ -379,3 +367,29 @@ def project_then_pool(folded: list[jax.Array], kernels: list[jax.Array],
         offset += width
       start = stop
   return projected
+
+
+class KernelColumns:
+  """Gathers the kernel rows of several terms side by side, as one ``[C_in, sum of widths]`` matrix.
+
+  One gather from all kernels at once rather than a slice per term (each an
+  operation for XLA to compile); a single term's rows are a plain slice.
+  """
+
+  def __init__(self, kernels: list[jax.Array], out_widths: list[int]):
+    self.kernels = kernels
+    self.out_widths = out_widths
+    self.bases = np.cumsum([0] + [k.size for k in kernels])
+    self._flat = None
+
+  def __call__(self, terms: list[KernelTerm]) -> jax.Array:
+    if len(terms) == 1:
+      return self.kernels[terms[0].out_index][slice(*terms[0].rows)]
+    if self._flat is None:
+      self._flat = jnp.concatenate([k.reshape(-1) for k in self.kernels])
+    blocks = []
+    for out_index, _, _, rows in terms:
+      width = self.out_widths[out_index]
+      row_ids = np.arange(*rows)[:, None]
+      blocks.append(self.bases[out_index] + row_ids * width + np.arange(width)[None, :])
+    return self._flat[np.concatenate(blocks, axis=1)]
