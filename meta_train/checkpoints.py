@@ -6,7 +6,8 @@ A checkpoint is a directory ``checkpoints/step_NNNNNNN`` holding
   `unf_lopt.save_checkpoint` (loadable on its own with `unf_lopt.load_checkpoint`);
 * ``training_state.msgpack``: everything needed to continue bit for bit (meta-
   parameters, outer optimizer state, every PES run), flax msgpack, no pickle;
-* ``training_state.json``: step, config fingerprint and the msgpack's sha256.
+* ``training_state.json``: step, config fingerprint, the msgpack's sha256 and
+  the layout version of the state (``STATE_LAYOUT``).
 
 It is written with `unf_lopt.atomic.atomic_directory` (a hidden staging
 directory renamed into place), so a
@@ -35,6 +36,10 @@ STATE_FILE = "training_state.msgpack"
 STATE_INFO = "training_state.json"
 OPTIMIZER_DIR = "optimizer"
 _STEP_DIR = re.compile(r"step_(\d+)")
+# Version of the training state's layout; checkpoints without one have layout 1.
+# 2: the optimizer state keeps a tensor's six feature momenta in one [*shape, 6] array
+#    (layout 1: six pytrees).
+STATE_LAYOUT = 2
 
 
 class TrainingCheckpointError(ValueError):
@@ -49,7 +54,7 @@ def save(directory: os.PathLike | str, step: int, state: Any, lopt, meta_params,
   payload = flax.serialization.msgpack_serialize(
       jax.tree.map(np.asarray, flax.serialization.to_state_dict(state)))
   info = {"step": step, "fingerprint": fingerprint,
-          "sha256": hashlib.sha256(payload).hexdigest()}
+          "sha256": hashlib.sha256(payload).hexdigest(), "state_layout": STATE_LAYOUT}
   final = directory / f"step_{step:07d}"
   with atomic_directory(final) as staging:
     U.save_checkpoint(staging / OPTIMIZER_DIR, lopt, meta_params,
@@ -102,6 +107,14 @@ def restore(directory: os.PathLike | str, target: Any, fingerprint: str) -> tupl
     raise TrainingCheckpointError(
         f"{path} was written by a run with a different configuration; use another --out "
         "directory or the original settings")
+  layout = info.get("state_layout", 1)
+  if layout != STATE_LAYOUT:
+    raise TrainingCheckpointError(
+        f"{path} holds a training state of layout {layout}, written by "
+        f"{'an earlier' if layout < STATE_LAYOUT else 'a later'} unf-lopt; this one reads layout "
+        f"{STATE_LAYOUT} only, so the run cannot continue from it. Its learned optimizer, "
+        f"{path / OPTIMIZER_DIR}, still loads with unf_lopt.load_checkpoint; start the run in "
+        "another --out directory")
   payload = (path / STATE_FILE).read_bytes()
   if hashlib.sha256(payload).hexdigest() != info.get("sha256"):
     raise TrainingCheckpointError(f"{path / STATE_FILE} does not match its checksum in "
@@ -111,4 +124,11 @@ def restore(directory: os.PathLike | str, target: Any, fingerprint: str) -> tupl
     state = flax.serialization.from_state_dict(target, restored)
   except Exception as error:  # msgpack and structure mismatches raise several types
     raise TrainingCheckpointError(f"{path / STATE_FILE} cannot be restored ({error})") from error
+  # from_state_dict takes any array where the target has one: check the shapes too.
+  restored_leaves = jax.tree_util.tree_leaves_with_path(state)
+  for (where, got), want in zip(restored_leaves, jax.tree.leaves(target)):
+    if np.shape(got) != np.shape(want):
+      raise TrainingCheckpointError(
+          f"{path / STATE_FILE} cannot be restored: {jax.tree_util.keystr(where)} has shape "
+          f"{np.shape(got)} where this run's state has {np.shape(want)}")
   return int(info["step"]), state

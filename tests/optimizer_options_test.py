@@ -50,8 +50,9 @@ def test_sgdm_momenta_and_steps_match_a_numpy_recurrence(momentum):
   for g in grads:
     nominal = 0.9 * nominal + gain(0.9) * g["w"]
     w = w - 0.1 * nominal
-  for got, want in zip(state.momenta, expected_momenta):
-    np.testing.assert_allclose(got["w"], want, rtol=1e-5, atol=1e-6)
+  assert state.momenta["w"].shape == (2, 2, len(DECAYS))
+  for channel, want in enumerate(expected_momenta):
+    np.testing.assert_allclose(state.momenta["w"][..., channel], want, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(state.nominal_momentum["w"], nominal, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(opt.get_params(state)["w"], w, rtol=1e-5, atol=1e-6)
 
@@ -92,7 +93,7 @@ def test_clip_per_tensor_normalization_by_hand():
   # One weight tensor of 3 entries: 8 raw channels, clipped, scaled by ONE number.
   w = np.asarray([0.2, -3.0, 0.5], np.float32)
   g = np.asarray([1.5, 0.1, -0.4], np.float32)
-  momenta = tuple({"w": jnp.asarray(w * (i + 1) / 4)} for i in range(6))
+  momenta = {"w": jnp.stack([jnp.asarray(w * (i + 1) / 4) for i in range(6)], axis=-1)}
   got = features.build_features({"w": w}, {"w": g}, momenta, step=7,
                                 feature_normalization="clip_per_tensor")["w"]
   raw = np.stack([w, g] + [w * (i + 1) / 4 for i in range(6)], axis=-1).astype(np.float64)

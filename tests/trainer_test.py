@@ -94,6 +94,34 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result_bit_for_bit(tmp_path):
   assert steps == list(range(2, 61, 2))  # no duplicated or missing log lines
 
 
+def _saved_state(tmp_path, state):
+  import unf_lopt as U  # pylint: disable=g-import-not-at-top
+  lopt = U.NominalLOpt("sgdm")
+  checkpoints.save(tmp_path, 5, state, lopt, lopt.init(jax.random.PRNGKey(0)), "fp")
+
+
+def test_a_checkpoint_of_another_state_layout_is_refused_with_what_still_loads(tmp_path):
+  state = {"momenta": {"w": np.ones((3, 6), np.float32)}}
+  _saved_state(tmp_path, state)
+  step, restored = checkpoints.restore(tmp_path, state, "fp")
+  assert step == 5 and np.array_equal(restored["momenta"]["w"], state["momenta"]["w"])
+  info_file = tmp_path / "step_0000005" / checkpoints.STATE_INFO
+  info = json.loads(info_file.read_text())
+  del info["state_layout"]  # as written before layouts were versioned
+  info_file.write_text(json.dumps(info))
+  with pytest.raises(checkpoints.TrainingCheckpointError,
+                     match=r"layout 1, written by an earlier unf-lopt.*load_checkpoint"):
+    checkpoints.restore(tmp_path, state, "fp")
+
+
+def test_a_restored_array_of_the_wrong_shape_is_named(tmp_path):
+  _saved_state(tmp_path, {"momenta": {"w": np.ones((3, 6), np.float32)}})
+  with pytest.raises(checkpoints.TrainingCheckpointError,
+                     match=r"\['momenta'\]\['w'\] has shape \(3, 6\) where this run's state "
+                           r"has \(3, 7\)"):
+    checkpoints.restore(tmp_path, {"momenta": {"w": np.ones((3, 7), np.float32)}}, "fp")
+
+
 @pytest.mark.slow
 def test_damaged_checkpoint_is_reported_not_used(tmp_path):
   config = MetaTrainConfig(**dict(TINY, update_net="sgdm", outer_steps=3))

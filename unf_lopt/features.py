@@ -31,10 +31,12 @@ Example:
   >>> params = {"w": jnp.ones((3, 2))}
   >>> momenta = init_momenta(params)
   >>> momenta = update_momenta(momenta, params)
+  >>> momenta["w"].shape  # the six momenta of every entry, last
+  (3, 2, 6)
   >>> build_features(params, params, momenta, step=0)["w"].shape
   (3, 2, 19)
   >>> ema = update_momenta(init_momenta(params), params, momentum="ema")
-  >>> round(float(ema[2]["w"][0, 0]), 6)  # g = 0.9: (1 - 0.9) * grad
+  >>> round(float(ema["w"][0, 0, 2]), 6)  # g = 0.9: (1 - 0.9) * grad
   0.1
 """
 
@@ -75,16 +77,23 @@ def momentum_step(decay, moment, grad, momentum: str = "accumulate"):
   return decay * moment + grad
 
 
-def init_momenta(params: PyTree) -> tuple[PyTree, ...]:
-  """One zero momentum pytree per momentum decay."""
-  return tuple(jax.tree.map(jnp.zeros_like, params) for _ in MOMENTUM_DECAYS)
+def init_momenta(params: PyTree) -> PyTree:
+  """Zero momenta: per tensor one ``[*shape, 6]`` array, a channel per momentum decay.
+
+  The six momenta of a tensor live in one array, so that each step updates them
+  in one kernel (six pytrees made six kernels per tensor for XLA to compile
+  and launch), and the features take them as one block of channels.
+  """
+  return jax.tree.map(lambda p: jnp.zeros((*jnp.shape(p), len(MOMENTUM_DECAYS)),
+                                          jnp.result_type(p)), params)
 
 
-def update_momenta(momenta: tuple[PyTree, ...], grads: PyTree,
-                   momentum: str = "accumulate") -> tuple[PyTree, ...]:
-  """`momentum_step` for every decay ``g`` in ``MOMENTUM_DECAYS``."""
-  return tuple(jax.tree.map(lambda m, g, d=decay: momentum_step(d, m, g, momentum), moment, grads)
-               for decay, moment in zip(MOMENTUM_DECAYS, momenta))
+def update_momenta(momenta: PyTree, grads: PyTree, momentum: str = "accumulate") -> PyTree:
+  """`momentum_step` for every decay in ``MOMENTUM_DECAYS`` (the last axis of each tensor)."""
+  def per_tensor(m, g):
+    decays = jnp.asarray(MOMENTUM_DECAYS, m.dtype)
+    return momentum_step(decays, m, jnp.expand_dims(g, -1).astype(m.dtype), momentum)
+  return jax.tree.map(per_tensor, momenta, grads)
 
 
 def time_embedding(step: jax.Array) -> jax.Array:
@@ -121,21 +130,22 @@ def normalize_features(x: jax.Array, feature_normalization: str = "per_channel")
   return second_moment_normalize(x)
 
 
-def entry_features(params: PyTree, grads: PyTree, momenta: tuple[PyTree, ...],
+def entry_features(params: PyTree, grads: PyTree, momenta: PyTree,
                    feature_normalization: str = "per_channel") -> PyTree:
   """The normalised channels that differ between entries: ``[*shape, 8]`` per tensor.
 
   The first ``NUM_ENTRY_FEATURES`` channels of :func:`build_features`; the
   rest, :func:`time_embedding`, is one vector for all entries.
   """
-  def per_tensor(w, g, *moments):
-    raw = jnp.stack([w, g, *moments], axis=-1).astype(jnp.float32)
+  def per_tensor(w, g, moments):
+    raw = jnp.concatenate([jnp.stack([w, g], axis=-1).astype(jnp.float32),
+                           moments.astype(jnp.float32)], axis=-1)
     return normalize_features(raw, feature_normalization)
 
-  return jax.tree.map(per_tensor, params, grads, *momenta)
+  return jax.tree.map(per_tensor, params, grads, momenta)
 
 
-def build_features(params: PyTree, grads: PyTree, momenta: tuple[PyTree, ...],
+def build_features(params: PyTree, grads: PyTree, momenta: PyTree,
                    step: jax.Array, feature_normalization: str = "per_channel") -> PyTree:
   """The 19-channel features of every entry: ``[*shape, 19]`` per tensor.
 

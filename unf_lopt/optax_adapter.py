@@ -40,7 +40,7 @@ PyTree = Any
 class LearnedOptimizerState:
   """Optimizer state without the params (optax passes those in)."""
 
-  momenta: tuple
+  momenta: PyTree  # per tensor [*shape, 6] (features.init_momenta)
   nominal_momentum: PyTree
   step: jax.Array
   skipped_steps: jax.Array
