@@ -33,7 +33,7 @@ import jax.numpy as jnp
 
 from unf_lopt import tasks as tasks_lib
 import unf_lopt as U
-from unf_lopt.meta_train import distributed
+from unf_lopt.meta_train import checkpoints, distributed
 from unf_lopt.meta_train.config import MetaTrainConfig, RunKeys, outer_optimizer
 from unf_lopt.meta_train.metrics_log import MetricsWindow
 from unf_lopt.meta_train.run_directory import RunDirectory
@@ -140,6 +140,9 @@ class OuterTrainer(abc.ABC):
       NonFiniteMetaParamsError: the meta-parameters became non-finite.
     """
     config = self.config
+    finished = self._finished_meta_params()
+    if finished is not None:
+      return finished
     state, start = self._start()
     end = config.outer_steps if stop_after is None else min(config.outer_steps, start + stop_after)
     window = MetricsWindow(start, 2 * config.num_runs * config.trunc_length)
@@ -160,6 +163,26 @@ class OuterTrainer(abc.ABC):
       if self.run_dir is not None and distributed.is_primary():
         self.run_dir.metrics.close()
     return self.meta_params(state)
+
+  def _finished_meta_params(self) -> PyTree | None:
+    """The trained meta-parameters of a run that already finished, or None.
+
+    A finished run (newest checkpoint at ``outer_steps``, trained optimizer
+    written) is not restored: its optimizer is all there is left to return, and
+    it loads even where the training state was written in an older layout.
+    """
+    if self.run_dir is None or not self.resumable:
+      return None
+    steps = checkpoints.complete_steps(self.run_dir.checkpoint_dir)
+    final = self.run_dir.optimizer_path
+    if not steps or steps[-1] != self.config.outer_steps or not final.is_dir():
+      return None
+    _, meta = U.load_checkpoint(final)
+    logger.info("%s finished all %d outer steps; its optimizer is %s", self.run_dir.path,
+                self.config.outer_steps, final)
+    if distributed.is_primary():
+      self.run_dir.metrics.close()
+    return meta
 
   def _start(self) -> tuple[Any, int]:
     """The state and step to start from: fresh, or the run directory's newest checkpoint."""

@@ -102,9 +102,14 @@ class RunDirectory:
     U.save_checkpoint(path, lopt, meta_params, metadata={**metadata, "outer_step": step})
     return path.parent
 
+  @property
+  def optimizer_path(self) -> pathlib.Path:
+    """Where the trained optimizer of a finished run is (``optimizer/``)."""
+    return self.path / OPTIMIZER_DIR
+
   def save_optimizer(self, lopt: U.NominalLOpt, meta_params: Any) -> pathlib.Path:
     """The trained optimizer, in ``optimizer/``."""
-    path = self.path / OPTIMIZER_DIR
+    path = self.optimizer_path
     U.save_checkpoint(path, lopt, meta_params,
                       metadata={"task": self.config.task,
                                 "task_options": self.config.task_options,

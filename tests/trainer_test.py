@@ -123,6 +123,22 @@ def test_a_restored_array_of_the_wrong_shape_is_named(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_finished_run_returns_its_optimizer_without_restoring_the_state(tmp_path):
+  config = MetaTrainConfig(**dict(TINY, update_net="sgdm", outer_steps=3))
+  meta = MetaTrainer(config, tmp_path, quiet=True).run()
+  info_file = tmp_path / "checkpoints" / "step_0000003" / checkpoints.STATE_INFO
+  info = json.loads(info_file.read_text())
+  info["state_layout"] = checkpoints.STATE_LAYOUT - 1  # as if written by an older version
+  info_file.write_text(json.dumps(info))
+  again = MetaTrainer(config, tmp_path, quiet=True).run()
+  assert leaves_equal(again, meta)
+  # An unfinished one must restore its state, and refuses the old layout.
+  with pytest.raises(checkpoints.TrainingCheckpointError, match="layout"):
+    MetaTrainer(MetaTrainConfig(**dict(TINY, update_net="sgdm", outer_steps=6)), tmp_path,
+                quiet=True).run()
+
+
+@pytest.mark.slow
 def test_damaged_checkpoint_is_reported_not_used(tmp_path):
   config = MetaTrainConfig(**dict(TINY, update_net="sgdm", outer_steps=3))
   MetaTrainer(config, tmp_path, quiet=True).run()
