@@ -85,13 +85,27 @@ def _pyplot():
   return extras.require("matplotlib.pyplot", "plot")
 
 
-def _band(axis, x, runs: np.ndarray, label: str, smooth: int) -> None:
+def _band(axis, x, runs: np.ndarray, label: str, smooth: int, color: str | None = None) -> None:
   smoothed = moving_average(runs, smooth) if smooth > 1 else runs
   mean = smoothed.mean(axis=0)
   error = smoothed.std(axis=0, ddof=1) / np.sqrt(len(runs)) if len(runs) > 1 else 0 * mean
-  line, = axis.plot(x, mean, label=label, linewidth=1.5)
+  line, = axis.plot(x, mean, label=label, linewidth=1.5, color=color)
   axis.fill_between(x, np.maximum(mean - error, 1e-12), mean + error, color=line.get_color(),
                     alpha=0.25, linewidth=0)
+
+
+def label_colors(panels: Sequence[tuple[str, dict[str, np.ndarray]]]) -> dict[str, str]:
+  """One matplotlib color per curve label, the same in every panel (in order of first use).
+
+  Example:
+    >>> label_colors([("a", {"sgdm": None, "unf": None}), ("b", {"unf": None, "adam": None})])
+    {'sgdm': 'C0', 'unf': 'C1', 'adam': 'C2'}
+  """
+  colors: dict[str, str] = {}
+  for _, curves in panels:
+    for label in curves:
+      colors.setdefault(label, f"C{len(colors) % 10}")
+  return colors
 
 
 def _title(eval_dir: pathlib.Path) -> str:
@@ -117,8 +131,9 @@ def plot_curve_panels(panels: Sequence[tuple[str, dict[str, np.ndarray]]], out: 
                       smooth: int = 20, columns: int | None = None) -> list[pathlib.Path]:
   """Training-loss curves (mean ± standard error over seeds), one panel per ``(title, curves)``.
 
-  ``curves`` maps an optimizer's label to its ``[seeds, steps]`` losses (`read_curves`).
-  Panels fill ``columns`` per row (default: all in one row). Returns the PNG and PDF paths.
+  ``curves`` maps an optimizer's label to its ``[seeds, steps]`` losses (`read_curves`); a
+  label has the same color in every panel (`label_colors`). Panels fill ``columns`` per row
+  (default: all in one row). Returns the PNG and PDF paths.
   """
   plt = _pyplot()
   columns = columns or len(panels)
@@ -126,9 +141,10 @@ def plot_curve_panels(panels: Sequence[tuple[str, dict[str, np.ndarray]]], out: 
   figure, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4 * rows), squeeze=False)
   for axis in axes.flat[len(panels):]:
     axis.set_visible(False)
+  colors = label_colors(panels)
   for axis, (title, curves) in zip(axes.flat, panels):
     for name, runs in curves.items():
-      _band(axis, np.arange(1, runs.shape[1] + 1), runs, name, smooth)
+      _band(axis, np.arange(1, runs.shape[1] + 1), runs, name, smooth, colors[name])
     axis.set_yscale("log")
     axis.set_xlabel(f"inner training step (loss averaged over the last {smooth} steps)")
     axis.set_ylabel("training loss")
