@@ -220,3 +220,15 @@ def test_bad_configuration_errors():
   params, spec = weight_spaces.mlp()
   with pytest.raises(ValueError, match="params_like"):
     U.NominalLOpt("nfn", spec=spec).init(jax.random.PRNGKey(0))
+
+
+def test_all_finite_finds_any_non_finite_entry():
+  tree = {"a": jnp.ones((3, 2)), "b": jnp.zeros((0,)), "c": jnp.ones(4, jnp.bfloat16)}
+  assert bool(U.optimizer.all_finite(tree, None))
+  assert bool(U.optimizer.all_finite(tree, jnp.float32(1.0)))
+  assert not bool(U.optimizer.all_finite(tree, jnp.float32(jnp.nan)))
+  for name, index in (("a", (2, 1)), ("c", (0,))):
+    for bad in (jnp.nan, jnp.inf, -jnp.inf):
+      broken = dict(tree, **{name: tree[name].at[index].set(bad)})
+      assert not bool(jax.jit(U.optimizer.all_finite, static_argnums=1)(broken, None)), (name, bad)
+  assert bool(U.optimizer.all_finite({}, None))
