@@ -120,7 +120,6 @@ def as_optax(lopt: optimizer_lib.NominalLOpt, meta_params: PyTree,
                             nominal_momentum=advanced.nominal_momentum, step=advanced.step))
     skipped = (jax.tree.map(jnp.zeros_like, params), state)
     new_updates, kept = optimizer_lib.keep_if(finite, advance, skipped)
-    return new_updates, kept.replace(
-        skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
+    return new_updates, optimizer_lib.count_skip(finite, kept, state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -111,7 +111,11 @@ def skip_unless_finite(finite: jax.Array, advance: Callable[[], Any], state):
   Both are flax struct dataclasses with a ``skipped_steps`` counter;
   ``advance`` is only run (traced into the conditional) here.
   """
-  kept = keep_if(finite, advance, state)
+  return count_skip(finite, keep_if(finite, advance, state), state)
+
+
+def count_skip(finite: jax.Array, kept, state):
+  """``kept`` with ``state``'s ``skipped_steps`` counter, plus one unless ``finite``."""
   return kept.replace(skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
 
 
@@ -119,10 +123,6 @@ def _counters(num_steps: int | None) -> dict[str, jax.Array]:
   """Initial ``step``, ``skipped_steps`` and ``num_steps`` (-1: not given)."""
   return {"step": jnp.asarray(0, jnp.int32), "skipped_steps": jnp.asarray(0, jnp.int32),
           "num_steps": jnp.asarray(-1 if num_steps is None else num_steps, jnp.int32)}
-
-
-def _num_entries(params: PyTree) -> int:
-  return sum(math.prod(np.shape(leaf)) for leaf in jax.tree.leaves(params))
 
 
 def _trivial_spec(params: PyTree) -> PyTree:
@@ -315,7 +315,7 @@ class NominalOptimizer:
       if match is not None:  # a trained optimizer on another weight space of its structure
         inputs = match.to_template(inputs)
       weights = meta["update_net"]
-      if _num_entries(state.params) >= CONSTANT_FOLDING_BARRIER_ENTRIES:
+      if optax.tree_utils.tree_size(state.params) >= CONSTANT_FOLDING_BARRIER_ENTRIES:
         # Where the weights are constants (a trained optimizer in a user's jit), XLA folds
         # each basis term's slice of them into a constant of its own and splits the UNF
         # layer's matmuls per term: twice the compile time on the Transformer task. The
