@@ -23,8 +23,12 @@ def test_layer_benchmark_times_the_tasks_own_network(capsys):
 
 def test_optimizer_benchmark_times_the_tasks_own_network(capsys):
   bench_optimizer.main(["--specs", "tiny_rnn", "--repeats", "1"])
-  last = capsys.readouterr().out.strip().splitlines()[-1]
+  lines = capsys.readouterr().out.strip().splitlines()
+  last = lines[-1]
   assert last.startswith("tiny_rnn") and last.endswith("x")
+  # The compile columns close the row: two positive ratios to Adam's compile.
+  assert lines[-2].split()[-4:] == ["unf", "comp", "ds", "comp"]
+  assert all(float(cell.rstrip("x")) > 0 for cell in last.split()[-2:])
   assert int(last.split()[1]) == task_parameter_count("tiny_rnn")
 
 
@@ -83,3 +87,13 @@ def test_real_model_benchmark_prints_counts_and_ratios(capsys):
   legacy, bounded, linked = int(row[3]), int(row[4]), int(row[5])
   assert legacy > 100_000_000 > 100_000 > bounded > linked
   assert row[-4].endswith("x") and row[-1].endswith("x")  # bounded and deepset ratios to Adam
+
+
+def test_a_paper_suffix_gives_the_authors_spec():
+  from unf_lopt.evaluate.benchmarks import weight_spaces  # pylint: disable=g-import-not-at-top
+  true_params, true_spec = weight_spaces.weight_space("cnn")
+  paper_params, paper_spec = weight_spaces.weight_space("cnn:paper")
+  assert jax.tree.map(lambda a: a.shape, true_params) == jax.tree.map(lambda a: a.shape,
+                                                                      paper_params)
+  expected = tasks.get_task("cnn_cifar10", spec="paper").spec(paper_params)
+  assert paper_spec == expected and paper_spec != true_spec
