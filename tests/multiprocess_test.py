@@ -24,6 +24,10 @@ import unf_lopt as U
 
 pytestmark = pytest.mark.slow
 
+# What the survivor's log says when its peer is gone: the coordination service's error, or one of
+# gloo's transport failures (an aborted collective).
+DEAD_PEER_REASONS = ("stopped sending heartbeats", "external/gloo/gloo/transport",
+                     "Connection reset by peer", "Connection closed by peer")
 TRAINING = ["--task", "tiny_mlp", "--update-net", "unf", "--num-runs", "8", "--trunc-length",
             "3", "--horizon", "12", "--checkpoint-every", "3", "--log-every", "3", "--quiet"]
 
@@ -112,7 +116,10 @@ def test_a_dead_process_stops_the_other_with_an_error_and_the_run_resumes(tmp_pa
   (code, log), _ = _finish(processes, timeout=120)
   assert code != 0
   assert time.time() - killed_at < 100, "the surviving process waited instead of stopping"
-  assert "stopped sending heartbeats" in log, log[-3000:]
+  # Which side notices first is a race: the coordination service (no heartbeat within the
+  # timeout) or, when the peer dies mid-collective, gloo's transport (a truncated or reset
+  # message aborts the process). Either way the survivor must say why it stopped.
+  assert any(reason in log for reason in DEAD_PEER_REASONS), log[-3000:]
 
   newest = max(int(p.name.split("_")[1]) for p in (run / "checkpoints").glob("step_*"))
   for code, log in _finish(_start_two_processes(run, newest + 3)):
