@@ -7,7 +7,9 @@ directory, ``pretrained:NAME`` (shipped with the package), ``adam`` (optax
 Adam, learning rate 1e-3, not tuned) or ``lo:NAME[@FILE]``, a
 learned_optimization learned optimizer such as ``lo:mlp_lopt`` (optional
 extra; meta-parameters from its ``init`` with seed 0, or from FILE, see
-`unf_lopt.integrations.learned_optimization`). Learned optimizers are rebuilt
+`unf_lopt.integrations.learned_optimization`). ``LABEL=SOURCE`` names an
+entry's curves LABEL instead (``unf=pretrained:unf_mlp_fmnist``; by default a
+run is labelled with its directory's name). Learned optimizers are rebuilt
 on the evaluated task's weight space, so an optimizer meta-trained on one MLP
 runs on an MLP of other widths.
 
@@ -29,6 +31,7 @@ import csv
 import json
 import math
 import pathlib
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,7 +55,29 @@ class OptimizerSpecError(ValueError):
   """An ``--optimizers`` entry that cannot be loaded or does not fit the task."""
 
 
+# ``LABEL=SOURCE``: a curve label chosen by the user (a word, then "=").
+_LABELLED = re.compile(r"^([A-Za-z0-9_.+-]+)=(.+)$")
+
+
+def split_label(name: str) -> tuple[str | None, str]:
+  """``(label, source)`` of an ``--optimizers`` entry; label None when it has none.
+
+  >>> split_label("unf=pretrained:unf_mlp_fmnist")
+  ('unf', 'pretrained:unf_mlp_fmnist')
+  >>> split_label("runs/unf")
+  (None, 'runs/unf')
+  """
+  match = _LABELLED.match(name)
+  if match is None or pathlib.Path(name).exists():  # a directory whose name holds "="
+    return None, name
+  return match.group(1), match.group(2)
+
+
 def optimizer_label(name: str) -> str:
+  """The curve label of an ``--optimizers`` entry: its own ``LABEL=``, else from its source."""
+  label, name = split_label(name)
+  if label is not None:
+    return label
   if name.startswith(PRETRAINED_PREFIX):
     return name[len(PRETRAINED_PREFIX):]
   if name == ADAM:
@@ -65,6 +90,7 @@ def optimizer_label(name: str) -> str:
 
 def load_optimizer(name: str, task: tasks_lib.Task):
   """``(lopt, meta_params)`` for an ``--optimizers`` entry, fitted to ``task``."""
+  _, name = split_label(name)
   if name == ADAM:
     return U.NominalLOpt("adam"), {}
   if name.startswith(LO_PREFIX):

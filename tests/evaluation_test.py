@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import pathlib
 
 import numpy as np
 import pytest
@@ -106,3 +107,35 @@ def test_bad_optimizer_entries_fail_before_compute(evaluated, tmp_path, capsys):
       ["--task", "tiny_cnn", "--optimizers", str(root / "unf_run"),
        "--out", str(tmp_path / "e"), "--quiet"])
   assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.slow
+def test_labelled_entries_name_the_curves_and_train_the_same(evaluated, tmp_path):
+  root, out = evaluated
+  labelled = tmp_path / "labelled"
+  code = evaluate_command.main(["--task", "tiny_mlp", "--optimizers",
+                                f"mine={root / 'unf_run'},reference=adam", "--steps", "60",
+                                "--seeds", "3", "--eval-every", "25", "--final-window", "10",
+                                "--out", str(labelled), "--quiet"])
+  assert code == 0
+  assert json.loads((labelled / "config.json").read_text())["labels"] == ["mine", "reference"]
+  renamed = {"unf_run": "mine", "adam": "reference"}
+  expected = [dict(row, optimizer=renamed[row["optimizer"]]) for row in read(out / "curves.csv")]
+  got = read(labelled / "curves.csv")
+  assert [r["optimizer"] for r in got] == [r["optimizer"] for r in expected]
+  np.testing.assert_allclose([float(r["train_loss"]) for r in got],
+                             [float(r["train_loss"]) for r in expected], rtol=1e-6)
+
+
+def test_split_label_and_directories_whose_name_holds_an_equals_sign(tmp_path, monkeypatch):
+  assert evaluation.split_label("unf=pretrained:unf_mlp_fmnist") == (
+      "unf", "pretrained:unf_mlp_fmnist")
+  assert evaluation.split_label("adam") == (None, "adam")
+  assert evaluation.split_label("a b=adam") == (None, "a b=adam")  # not a label word
+  monkeypatch.chdir(tmp_path)
+  assert evaluation.split_label("lr=0.1") == ("lr", "0.1")
+  pathlib.Path("lr=0.1").mkdir()  # an existing run directory keeps its whole name
+  assert evaluation.split_label("lr=0.1") == (None, "lr=0.1")
+  assert evaluation.optimizer_label("lr=0.1") == "lr=0.1"
+  with pytest.raises(evaluation.OptimizerSpecError, match="two optimizers are called 'x'"):
+    evaluation.load_optimizers(["x=adam", "x=adam"], None)

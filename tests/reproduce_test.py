@@ -1,5 +1,6 @@
 """The reproduction protocols are valid, and the pipeline runs end to end on a tiny one."""
 
+import importlib
 import json
 import pathlib
 
@@ -11,6 +12,9 @@ from unf_lopt import tasks
 from unf_lopt.evaluate.experiments import reproduce
 from unf_lopt.meta_train import cli
 from unf_lopt.meta_train.config import MetaTrainConfig
+
+# The module (the package's `pretrained` attribute is the function).
+pretrained_lib = importlib.import_module("unf_lopt.pretrained")
 
 
 @pytest.mark.parametrize("scale", reproduce.SCALES)
@@ -74,7 +78,8 @@ scales:
 
 
 @pytest.mark.slow
-def test_tiny_protocol_trains_evaluates_tabulates_plots_ships_and_resumes(tmp_path):
+def test_tiny_protocol_trains_evaluates_tabulates_plots_ships_and_resumes(tmp_path,
+                                                                          monkeypatch):
   pytest.importorskip("matplotlib")
   protocol_file = tmp_path / "tiny.yaml"
   protocol_file.write_text(TINY)
@@ -108,3 +113,18 @@ def test_tiny_protocol_trains_evaluates_tabulates_plots_ships_and_resumes(tmp_pa
       "tiny_mlp", {"spec": "paper"}, "paper", 4)
   assert info["result"]["optimizer"] == "unf_paper_spec"
   assert np.isfinite(info["result"]["final_train_loss"])
+
+  # --shipped evaluates the shipped copies under the variants' names: the same curves, no training.
+  monkeypatch.setattr(reproduce, "SHIPPED", tmp_path / "shipped")
+  monkeypatch.setattr(pretrained_lib, "SHIPPED", tmp_path / "shipped")
+  assert reproduce.main(flags + ["--shipped", "--eval", str(tmp_path / "from_shipped")]) == 0
+  from_shipped = tmp_path / "from_shipped" / "cpu" / "tiny"
+  table = (from_shipped / "results.md").read_text()
+  for label in ("| sgdm | true", "| unf | true", "| unf_paper_spec | paper", "| adam | -"):
+    assert label in table
+  assert "sgdm 2, unf 2, unf_paper_spec 2 (the protocol: 2)" in table
+  for group in ("true_spec", "spec_paper"):
+    assert (from_shipped / group / "curves.csv").read_text() == (
+        eval_root / group / "curves.csv").read_text()
+  with pytest.raises(SystemExit):
+    reproduce.main(flags + ["--shipped", "--ship"])

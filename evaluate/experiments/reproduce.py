@@ -11,6 +11,7 @@ runs resume from their newest checkpoint, and finished evaluations are kept.
   python -m unf_lopt.evaluate.experiments.reproduce --task cnn --scale paper
   python -m unf_lopt.evaluate.experiments.reproduce --figure                # 4-panel figure
   python -m unf_lopt.evaluate.experiments.reproduce --task rnn_lm1b --dry-run
+  python -m unf_lopt.evaluate.experiments.reproduce --task cnn --shipped    # no meta-training
 
 Two scales per protocol: ``cpu`` (default) sized for a 2-core CPU (about 10-40
 minutes per variant; deviations from the paper are stated in each file), and
@@ -34,6 +35,7 @@ import yaml
 
 from unf_lopt.atomic import write_atomic
 from unf_lopt.pretrained import INFO_FILE, SHIPPED
+from unf_lopt.evaluate.evaluation import PRETRAINED_PREFIX
 
 PROTOCOL_DIR = pathlib.Path(__file__).parent / "protocols"
 PROTOCOLS = ("mlp_fmnist", "cnn", "rnn_lm1b", "transformer_lm1b")
@@ -135,18 +137,39 @@ def evaluation_groups(protocol: Protocol) -> dict[str, list[Variant]]:
   return {name: members for name, members in groups.items() if members}
 
 
-def group_optimizers(group: Sequence[Variant], runs: pathlib.Path) -> list[str]:
-  """The ``unf-evaluate`` optimizers of one group: its runs, and Adam in the true-spec group."""
-  optimizers = [str(runs / variant.name) for variant in group]
+def shipped_name(protocol: Protocol, variant: Variant) -> str:
+  """The name `ship` gives a variant in the package (``unf_lopt.pretrained(name)``)."""
+  return f"{variant.name}_{protocol.task}"
+
+
+def variant_optimizer(protocol: Protocol, variant: Variant, runs: pathlib.Path | None) -> str:
+  """A variant's ``unf-evaluate`` entry: its run directory, or (``runs`` None) its shipped copy."""
+  if runs is None:
+    return f"{variant.name}={PRETRAINED_PREFIX}{shipped_name(protocol, variant)}"
+  return str(runs / variant.name)
+
+
+def is_available(protocol: Protocol, variant: Variant, runs: pathlib.Path | None) -> bool:
+  """Whether the variant's optimizer exists: its run finished, or (``runs`` None) it is shipped."""
+  if runs is None:
+    return (SHIPPED / shipped_name(protocol, variant) / INFO_FILE).is_file()
+  return (runs / variant.name / "optimizer").is_dir()
+
+
+def group_optimizers(protocol: Protocol, group: Sequence[Variant],
+                     runs: pathlib.Path | None) -> list[str]:
+  """The ``unf-evaluate`` optimizers of one group: its variants, and Adam in the true-spec group."""
+  optimizers = [variant_optimizer(protocol, variant, runs) for variant in group]
   if group[0].group == TRUE_SPEC_GROUP:
     optimizers.append(REFERENCE)
   return optimizers
 
 
-def evaluate_flags(protocol: Protocol, group: Sequence[Variant], runs: pathlib.Path,
+def evaluate_flags(protocol: Protocol, group: Sequence[Variant], runs: pathlib.Path | None,
                    out: pathlib.Path, threshold: float | None) -> list[str]:
-  """The ``unf-evaluate`` flags of one group."""
-  flags = ["--task", protocol.task, "--optimizers", ",".join(group_optimizers(group, runs)),
+  """The ``unf-evaluate`` flags of one group (``runs`` None: the shipped optimizers)."""
+  flags = ["--task", protocol.task, "--optimizers",
+           ",".join(group_optimizers(protocol, group, runs)),
            "--steps", str(protocol.evaluation["steps"]),
            "--seeds", str(protocol.evaluation["seeds"]), "--out", str(out)]
   if group[0].task_options:
@@ -195,6 +218,19 @@ def results_table(protocol: Protocol, eval_root: pathlib.Path) -> str:
   return "\n".join(lines)
 
 
+def shipped_note(protocol: Protocol) -> str:
+  """How long each shipped variant was meta-trained (it may differ from the protocol's)."""
+  from unf_lopt.pretrained import pretrained_info  # pylint: disable=g-import-not-at-top
+  parts = []
+  for variant in protocol.variants:
+    if is_available(protocol, variant, None):
+      steps = pretrained_info(shipped_name(protocol, variant))["meta_training"]["outer_steps"]
+      parts.append(f"{variant.name} {steps:,}")
+  return (f"The shipped optimizers (`unf_lopt.pretrained(\"<variant>_{protocol.task}\")`), "
+          f"meta-trained for these outer steps: {', '.join(parts)} (the protocol: "
+          f"{protocol.meta_train['outer_steps']:,}).")
+
+
 def ship(protocol: Protocol, runs: pathlib.Path, eval_root: pathlib.Path,
          target: pathlib.Path = SHIPPED) -> list[str]:
   """Copies each finished variant into ``target`` as ``<variant>_<task>`` with its info.json."""
@@ -209,7 +245,7 @@ def ship(protocol: Protocol, runs: pathlib.Path, eval_root: pathlib.Path,
     if not source.is_dir():
       print(f"not shipped: {variant.name} has not finished meta-training", file=sys.stderr)
       continue
-    name = f"{variant.name}_{protocol.task}"
+    name = shipped_name(protocol, variant)
     destination = target / name
     staging = target / f".{name}.staging"
     shutil.rmtree(staging, ignore_errors=True)
@@ -227,15 +263,19 @@ def ship(protocol: Protocol, runs: pathlib.Path, eval_root: pathlib.Path,
   return shipped
 
 
-def reproduce(protocol: Protocol, runs: pathlib.Path, eval_root: pathlib.Path,
+def reproduce(protocol: Protocol, runs: pathlib.Path | None, eval_root: pathlib.Path,
               variants: Sequence[str] | None = None, meta_train_only: bool = False) -> None:
-  """Meta-trains, evaluates, tabulates and plots one protocol (resumable)."""
+  """Meta-trains, evaluates, tabulates and plots one protocol (resumable).
+
+  With ``runs`` None nothing is meta-trained: the optimizers shipped with the
+  package (`ship`) are evaluated under their variants' names.
+  """
   # Imported here so that --dry-run and the protocol checks start without compiling anything.
   from unf_lopt.evaluate.commands import evaluate as evaluate_command  # pylint: disable=g-import-not-at-top
   from unf_lopt.evaluate import evaluation, plots  # pylint: disable=g-import-not-at-top
   from unf_lopt.meta_train import cli as meta_cli  # pylint: disable=g-import-not-at-top
   chosen = [v for v in protocol.variants if variants is None or v.name in variants]
-  for variant in chosen:
+  for variant in chosen if runs is not None else ():
     flags = meta_train_flags(protocol, variant, runs)
     print("unf-meta-train", shlex.join(flags), flush=True)
     status = meta_cli.main(flags)
@@ -245,12 +285,12 @@ def reproduce(protocol: Protocol, runs: pathlib.Path, eval_root: pathlib.Path,
     return
   threshold, evaluated = None, False
   for group, members in evaluation_groups(protocol).items():
-    members = [v for v in members if (runs / v.name / "optimizer").is_dir()]
+    members = [v for v in members if is_available(protocol, v, runs)]
     if not members:
       continue
     # A group after a re-evaluated one runs again: its threshold may have changed.
     if not evaluated and evaluation.is_finished(
-        eval_root / group, protocol.task, group_optimizers(members, runs),
+        eval_root / group, protocol.task, group_optimizers(protocol, members, runs),
         protocol.evaluation["steps"], protocol.evaluation["seeds"], members[0].task_options):
       print(f"{group}: evaluated already, kept", flush=True)
     else:
@@ -262,6 +302,8 @@ def reproduce(protocol: Protocol, runs: pathlib.Path, eval_root: pathlib.Path,
     if threshold is None:
       threshold = _summary(eval_root / group)["threshold"]
   table = results_table(protocol, eval_root)
+  if runs is None:
+    table += "\n\n" + shipped_note(protocol)
   write_atomic(eval_root / "results.md", table + "\n")
   print(table)
   panels = [(protocol.task, _curves(protocol, eval_root))]
@@ -306,6 +348,9 @@ def main(argv=None) -> int:
                       help="evaluations, tables and figures go to EVAL/<scale>/<protocol>")
   parser.add_argument("--meta-train-only", action="store_true", help="skip the evaluation")
   parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+  parser.add_argument("--shipped", action="store_true",
+                      help="meta-train nothing: evaluate the optimizers shipped with the package "
+                      "(pretrained <variant>_<task>)")
   parser.add_argument("--ship", action="store_true",
                       help="copy the finished optimizers into the package as VARIANT_TASK")
   parser.add_argument("--figure", action="store_true",
@@ -327,10 +372,13 @@ def main(argv=None) -> int:
   if unknown:
     parser.error(f"--variants: {', '.join(sorted(unknown))} not in {protocol.name}'s "
                  f"({', '.join(v.name for v in protocol.variants)})")
-  runs = args.out / args.scale / protocol.name
+  if args.shipped and args.ship:
+    parser.error("--shipped evaluates the package's optimizers; --ship would copy them onto "
+                 "themselves")
+  runs = None if args.shipped else args.out / args.scale / protocol.name
   eval_root = args.eval / args.scale / protocol.name
   if args.dry_run:
-    for variant in protocol.variants:
+    for variant in protocol.variants if runs is not None else ():
       if variants is None or variant.name in variants:
         print("unf-meta-train", shlex.join(meta_train_flags(protocol, variant, runs)))
     threshold = None
