@@ -56,6 +56,9 @@ _HELP = {
                              "code: clip to [-1, 1], one second moment per tensor)",
     "initial_beta": "initial output multiplier beta of the update network (authors' code: 1e-4)",
     "nfn_head_bias": "give the nfn head a bias (Table 3: the MLP row has one, the CNN row not)",
+    "identity_share": "unf head: share of the initial output variance given to the identity "
+                      "term (the pointwise map a deepset head computes), in (0, 1); None: every "
+                      "basis term alike",
     "seed": "seed of everything random", "num_devices": "devices to shard runs over (0: all)",
     "checkpoint_every": "outer steps between checkpoints",
     "log_every": "outer steps between log lines",
@@ -116,7 +119,7 @@ def _parser() -> cl.CommandParser:
     parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=field.type
                         if field.type in (int, float, str) else
                         {"int": int, "float": float, "str": str,
-                         "dict": cl.json_object}[field.type],
+                         "dict": cl.json_object}[field.type.removesuffix(" | None")],
                         default=None, help=f"{_HELP.get(field.name, '')} (default: "
                         f"{_default(field)})")
   cl.add_list_tasks_flag(parser)

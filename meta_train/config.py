@@ -27,12 +27,13 @@ RESUMABLE_KEYS = ("outer_steps", "checkpoint_every", "log_every", "tensorboard",
 # these defaults, so those runs still resume.
 LATER_DEFAULTS = {"backend": "unf_lopt", "task_options": {}, "momentum": "accumulate",
                   "feature_normalization": "per_channel", "initial_beta": INITIAL_BETA,
-                  "nfn_head_bias": True}
+                  "nfn_head_bias": True, "identity_share": None}
 # Outer steps in a row whose meta-gradient may be non-finite before the update is
 # applied anyway (and the run stops with NonFiniteMetaParamsError).
 MAX_NONFINITE_UPDATES = 10
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "dict": dict}
+_OPTIONAL = " | None"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +50,8 @@ class MetaTrainConfig:
   optimizer's options (`unf_lopt.NominalLOpt`): the paper's reading by default,
   ``"ema"``, ``"clip_per_tensor"`` and ``1e-4`` for the authors' released code.
   ``nfn_head_bias`` too (Table 3's NFN rows: with a head bias for the MLP,
-  without for the CNN).
+  without for the CNN), and ``identity_share`` (the ``unf`` head's
+  initialisation; None: every basis term alike).
 
   Raises:
     ValueError: naming the field, for a value of the wrong type or out of range.
@@ -74,6 +76,7 @@ class MetaTrainConfig:
   feature_normalization: str = "per_channel"
   initial_beta: float = INITIAL_BETA
   nfn_head_bias: bool = True
+  identity_share: float | None = None
   seed: int = 0
   num_devices: int = 0  # 0: all local devices
   checkpoint_every: int = 500
@@ -102,6 +105,8 @@ class MetaTrainConfig:
     for name in ("clip_norm", "meta_learning_rate", "initial_beta"):
       if getattr(self, name) <= 0:
         raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+    if self.identity_share is not None and not 0 < self.identity_share < 1:
+      raise ValueError(f"identity_share must be in (0, 1), got {self.identity_share}")
     for name in ("hidden", "depth", "seed", "num_devices", "max_device_data_mb"):
       if getattr(self, name) < 0:
         raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
@@ -109,7 +114,10 @@ class MetaTrainConfig:
 
   def _check_types(self) -> None:
     for field in dataclasses.fields(self):
-      expected, value = _TYPES[field.type], getattr(self, field.name)
+      value = getattr(self, field.name)
+      if field.type.endswith(_OPTIONAL) and value is None:
+        continue
+      expected = _TYPES[field.type.removesuffix(_OPTIONAL)]
       if expected is float and isinstance(value, int) and not isinstance(value, bool):
         object.__setattr__(self, field.name, float(value))  # 1 for 1.0, as JSON writes it
         continue

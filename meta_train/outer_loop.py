@@ -106,7 +106,8 @@ class OuterTrainer(abc.ABC):
                               hidden=config.hidden, depth=config.depth, momentum=config.momentum,
                               feature_normalization=config.feature_normalization,
                               initial_beta=config.initial_beta,
-                              nfn_head_bias=config.nfn_head_bias)
+                              nfn_head_bias=config.nfn_head_bias,
+                              identity_share=config.identity_share)
     # Builds the update network on the task's weight space: a spec that does
     # not fit raises a SpecError naming the tensor and axis, before any compute.
     self.initial_meta_params = self.lopt.init(self.keys.meta_init)

@@ -25,7 +25,7 @@ CHANGED = {"task": "tiny_rnn", "update_net": "unf", "outer_steps": 7, "num_runs"
            "backend": "learned_optimization", "tensorboard": True, "momentum": "ema",
            "feature_normalization": "clip_per_tensor", "initial_beta": 1e-4,
            "task_options": {"spec": "paper"}, "max_device_data_mb": 64.0,
-           "nfn_head_bias": False}
+           "nfn_head_bias": False, "identity_share": 0.8}
 
 # Written by the code before `backend` existed (commit b346b3f^): runs it started must resume.
 RECORDED = {(): "4a76bf1216bc2171", tuple(sorted(BASE.items())): "5104eefd8561b3ac"}

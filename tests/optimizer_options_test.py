@@ -255,3 +255,52 @@ def test_ablation_runs_differ_only_in_their_option(tmp_path):
   np.testing.assert_allclose(
       evaluation.mean_and_standard_error(np.array([3.0, 5.0, 4.0]) - np.array([1.0, 2.0, 3.0])),
       (2.0, 1 / np.sqrt(3)))
+
+
+def _head_spread(lopt, meta, params, spec):
+  """How far a change of one entry's features moves the update net's output elsewhere (relative)."""
+  net = lopt.network()
+  features_of = random_like(jax.tree.map(lambda p: np.zeros((*np.shape(p), features.NUM_FEATURES)),
+                                         params), seed=5)
+  name = sorted(params)[0]
+  bumped = jax.tree.map(lambda x: x, features_of)
+  bumped[name]["kernel"] = bumped[name]["kernel"].at[0, 0].add(3.0)
+  out, out_bumped = (net.apply(meta["update_net"], x, spec) for x in (features_of, bumped))
+  change = jax.tree.map(lambda a, b: jnp.abs(a - b), out_bumped, out)
+  own = float(change[name]["kernel"][0, 0])
+  change[name]["kernel"] = change[name]["kernel"].at[0, 0].set(0.0)
+  return max(float(jnp.max(x)) for x in jax.tree.leaves(change)) / own
+
+
+def test_identity_share_sets_only_the_unf_heads_initialisation(tmp_path):
+  params, spec = weight_spaces.mlp((3, 4, 2))
+  plain = U.NominalLOpt("unf", spec=spec, params_like=params)
+  local = U.NominalLOpt("unf", spec=spec, params_like=params, identity_share=0.9999)
+  key = jax.random.PRNGKey(1)
+  meta_plain, meta_local = plain.init(key), local.init(key)
+  # The same maps: the same meta-parameters, and the same trunk (pointwise) values.
+  assert jax.tree.map(jnp.shape, meta_plain) == jax.tree.map(jnp.shape, meta_local)
+  for layer in ("DeepSetLinear_0", "DeepSetLinear_1", "DeepSetLinear_2"):
+    for a, b in zip(jax.tree.leaves(meta_plain["update_net"]["params"][layer]),
+                    jax.tree.leaves(meta_local["update_net"]["params"][layer])):
+      np.testing.assert_array_equal(a, b)
+  # Nearly all the head's initial variance on each entry's own channels: the update of one
+  # entry hardly depends on the others, where the plain head's pooled terms spread it.
+  assert _head_spread(local, meta_local, params, spec) < 0.05
+  assert _head_spread(plain, meta_plain, params, spec) > 0.1
+
+  U.save_checkpoint(tmp_path / "local", local, meta_local)
+  loaded, _ = U.load_checkpoint(tmp_path / "local")
+  assert loaded.identity_share == 0.9999 and loaded.options() == local.options()
+  parser = meta_cli._parser()
+  config = meta_cli._config(parser, parser.parse_args(
+      ["--out", "unused", "--task", "tiny_mlp", "--identity-share", "0.8"]))
+  assert config.identity_share == 0.8
+  from unf_lopt.meta_train.trainer import MetaTrainer  # pylint: disable=g-import-not-at-top
+  assert MetaTrainer(config, quiet=True).lopt.identity_share == 0.8
+  assert config.fingerprint() != MetaTrainConfig(task="tiny_mlp").fingerprint()
+  with pytest.raises(ValueError, match="identity_share must be in"):
+    MetaTrainConfig(identity_share=1.0)
+  for bad in (0.0, 1.5, True, "0.8"):
+    with pytest.raises(ValueError, match="identity_share must be None or a number"):
+      U.NominalLOpt("unf", spec=spec, params_like=params, identity_share=bad)

@@ -20,7 +20,9 @@ Format versions: 1 has no ``momentum`` / ``feature_normalization`` /
 ``initial_beta`` / ``max_folded_size`` / ``tensor_pairs`` / ``nfn_head_bias``
 (they load as what such checkpoints were trained with: the defaults of the
 first three, ``max_folded_size=None``, every fixed axis folded,
-``tensor_pairs="all"`` and an ``nfn`` head with a bias).
+``tensor_pairs="all"`` and an ``nfn`` head with a bias). ``identity_share``,
+like ``initial_beta``, only sets initial meta-parameters: any version may
+carry it, and a reader that does not know it loses nothing.
 An optimizer whose momentum or feature normalisation is not the default, or
 whose ``unf`` head differs from the legacy one on its weight space (a fixed
 axis beyond ``max_folded_size``, or ``tensor_pairs="linked"``), or an ``nfn``
@@ -66,7 +68,7 @@ READABLE_VERSIONS = (FORMAT_VERSION, OPTIONS_FORMAT_VERSION)
 # What a version-1 checkpoint, written before the options existed, was trained with.
 DEFAULT_OPTIONS = {"momentum": "accumulate", "feature_normalization": "per_channel",
                    "initial_beta": INITIAL_BETA, "max_folded_size": None, "tensor_pairs": "all",
-                   "nfn_head_bias": True}
+                   "nfn_head_bias": True, "identity_share": None}
 # The options that change the update rule, not only the initial meta-parameters.
 _RULE_OPTIONS = ("momentum", "feature_normalization")
 CONFIG_FILE = "optimizer.json"

@@ -415,6 +415,11 @@ class NominalLOpt:
     nfn_head_bias: whether the ``nfn`` head has a bias (`UpdateNet`; default
       True). Table 3's NFN rows: the MLP's 3,783 with it, the CNN's 41,603
       without (``False``). Other heads ignore it.
+    identity_share: the ``unf`` head's initialisation (`UpdateNet`): ``None``
+      (default) draws every basis term alike; a number in (0, 1) gives the
+      identity term, the pointwise map a ``deepset`` head computes, that share
+      of the initial output variance. Only the initial meta-parameters depend
+      on it. Other heads ignore it.
 
   Example:
     >>> import jax
@@ -431,7 +436,8 @@ class NominalLOpt:
                momentum: str = "accumulate", feature_normalization: str = "per_channel",
                initial_beta: float = INITIAL_BETA, apply_fn: Callable | None = None,
                example_args: tuple = (), max_folded_size: int | None = DEFAULT_MAX_FOLDED_SIZE,
-               tensor_pairs: str = "all", nfn_head_bias: bool = True):
+               tensor_pairs: str = "all", nfn_head_bias: bool = True,
+               identity_share: float | None = None):
     if update_net not in KINDS:
       raise ValueError(f"unknown update_net {update_net!r}; expected one of {KINDS}")
     if update_net in ("unf", "nfn") and spec is None:
@@ -465,6 +471,12 @@ class NominalLOpt:
     if not isinstance(nfn_head_bias, bool):
       raise ValueError(f"nfn_head_bias must be True or False, got {nfn_head_bias!r}")
     self.nfn_head_bias = nfn_head_bias
+    if identity_share is not None and (isinstance(identity_share, bool)
+                                       or not isinstance(identity_share, (int, float))
+                                       or not 0.0 < identity_share < 1.0):
+      raise ValueError(f"identity_share must be None or a number in (0, 1), got "
+                       f"{identity_share!r}")
+    self.identity_share = None if identity_share is None else float(identity_share)
     if apply_fn is not None and not callable(apply_fn):
       raise TypeError(f"apply_fn must be a function of (params, *example_args), got "
                       f"{type(apply_fn).__name__}")
@@ -480,13 +492,14 @@ class NominalLOpt:
     return {"hidden": self.hidden, "depth": self.depth, "momentum": self.momentum,
             "feature_normalization": self.feature_normalization,
             "initial_beta": self.initial_beta, "max_folded_size": self.max_folded_size,
-            "tensor_pairs": self.tensor_pairs, "nfn_head_bias": self.nfn_head_bias}
+            "tensor_pairs": self.tensor_pairs, "nfn_head_bias": self.nfn_head_bias,
+            "identity_share": self.identity_share}
 
   def network(self) -> UpdateNet:
     """The update network ``f`` with this optimizer's architecture options."""
     return UpdateNet(self.update_net, self.hidden, self.depth,
                      nfn_head_bias=self.nfn_head_bias, max_folded_size=self.max_folded_size,
-                     tensor_pairs=self.tensor_pairs)
+                     tensor_pairs=self.tensor_pairs, identity_share=self.identity_share)
 
   @property
   def name(self) -> str:

@@ -58,6 +58,12 @@ class UpdateNet(nn.Module):
     tensor_pairs: the ``unf`` head's
       :attr:`~unf_lopt.layers.UNFLinear.tensor_pairs` (``"all"`` or
       ``"linked"``).
+    identity_share: the ``unf`` head's
+      :attr:`~unf_lopt.layers.UNFLinear.identity_share`: ``None`` (default)
+      initialises every basis term alike; a number in (0, 1) gives the
+      identity term (each entry's own channels, what the ``deepset`` head
+      computes) that share of the initial output variance. Initial values
+      only: the head spans the same maps.
     block_rows: rows per block of the fused trunk (see ``shared`` in
       ``__call__``); tensors of fewer than ``4 * block_rows`` entries run
       together as one matrix, ``None`` never blocks. Speed only.
@@ -69,6 +75,7 @@ class UpdateNet(nn.Module):
   nfn_head_bias: bool = True
   max_folded_size: int | None = None
   tensor_pairs: str = "all"
+  identity_share: float | None = None
   block_rows: int | None = BLOCK_ROWS
 
   @nn.compact
@@ -106,7 +113,8 @@ class UpdateNet(nn.Module):
   def _head(self, x: PyTree, spec: PyTree) -> PyTree:
     head = {"deepset": lambda: DeepSetLinear(1),
             "unf": lambda: UNFLinear(1, max_folded_size=self.max_folded_size,
-                                     tensor_pairs=self.tensor_pairs),
+                                     tensor_pairs=self.tensor_pairs,
+                                     identity_share=self.identity_share),
             "nfn": lambda: NFNLinear(1, use_bias=self.nfn_head_bias)}[self.head]()
     return jax.tree.map(lambda y: y[..., 0], head(x, spec))
 
