@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -144,7 +145,8 @@ class UNFLinear(nn.Module):
         z = None
         if pooled:
           parts = [reduced(t.reduction) for t in pooled]
-          rows = [kernels[out_index][slice(*t.rows)] for t in pooled]
+          rows = [kernels[out_index][start:end]
+                  for start, end in _merged_ranges([t.rows for t in pooled])]
           z = (parts[0] if len(parts) == 1 else jnp.concatenate(parts, -1)) @ (
               rows[0] if len(rows) == 1 else jnp.concatenate(rows, 0))
         for t in mine:
@@ -157,6 +159,25 @@ class UNFLinear(nn.Module):
         total = total + biases[out_index]
       outputs.append(engine.unfold_fixed(total, info, self.out_channels))
     return treedef.unflatten(outputs)
+
+
+def _merged_ranges(ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+  """Consecutive ``[start, end)`` row ranges joined: one slice per run of adjacent rows.
+
+  The terms of a group sit side by side in the kernel, so a group usually
+  needs one slice, not one per term plus a concatenation (fewer operations for
+  XLA to compile, and to fold when the kernel is a constant).
+
+  >>> _merged_ranges([(0, 4), (4, 8), (12, 16)])
+  [(0, 8), (12, 16)]
+  """
+  merged: list[tuple[int, int]] = []
+  for start, end in ranges:
+    if merged and merged[-1][1] == start:
+      merged[-1] = (merged[-1][0], end)
+    else:
+      merged.append((start, end))
+  return merged
 
 
 def _are_linked(permuted_axes, out_index: int, in_index: int) -> bool:
