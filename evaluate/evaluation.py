@@ -9,7 +9,9 @@ learned_optimization learned optimizer such as ``lo:mlp_lopt`` (optional
 extra; meta-parameters from its ``init`` with seed 0, or from FILE, see
 `unf_lopt.integrations.learned_optimization`). ``LABEL=SOURCE`` names an
 entry's curves LABEL instead (``unf=pretrained:unf_mlp_fmnist``; by default a
-run is labelled with its directory's name). Learned optimizers are rebuilt
+run is labelled with its directory's name). ``nominal:ENTRY`` is ENTRY's
+nominal term alone (`nominal_term`: the learned term off, labelled
+``<label>_nominal``). Learned optimizers are rebuilt
 on the evaluated task's weight space, so an optimizer meta-trained on one MLP
 runs on an MLP of other widths.
 
@@ -48,6 +50,7 @@ from unf_lopt.checkpoint import CONFIG_FILE
 
 ADAM = "adam"
 PRETRAINED_PREFIX = "pretrained:"
+NOMINAL_PREFIX = "nominal:"
 LO_PREFIX = "lo:"
 
 
@@ -78,6 +81,8 @@ def optimizer_label(name: str) -> str:
   label, name = split_label(name)
   if label is not None:
     return label
+  if name.startswith(NOMINAL_PREFIX):
+    return f"{optimizer_label(name[len(NOMINAL_PREFIX):])}_nominal"
   if name.startswith(PRETRAINED_PREFIX):
     return name[len(PRETRAINED_PREFIX):]
   if name == ADAM:
@@ -91,6 +96,8 @@ def optimizer_label(name: str) -> str:
 def load_optimizer(name: str, task: tasks_lib.Task):
   """``(lopt, meta_params)`` for an ``--optimizers`` entry, fitted to ``task``."""
   _, name = split_label(name)
+  if name.startswith(NOMINAL_PREFIX):
+    return nominal_term(*load_optimizer(name[len(NOMINAL_PREFIX):], task), name)
   if name == ADAM:
     return U.NominalLOpt("adam"), {}
   if name.startswith(LO_PREFIX):
@@ -138,6 +145,25 @@ def load_optimizer(name: str, task: tasks_lib.Task):
           f"structure than {task.name}'s; a UNF/NFN optimizer applies to networks with the same "
           "layers (any widths)")
   return lopt, meta
+
+
+def nominal_term(lopt, meta, name: str = "the optimizer"):
+  """``(lopt, meta_params)`` of a learned optimizer's nominal term alone.
+
+  The learned term switched off (``beta = 0``) leaves
+  ``W <- W - alpha * m_g0``: SGDM with the learned ``alpha`` and ``g0`` and
+  the same momentum rule. Comparing a learned optimizer with its nominal term
+  separates what its update network contributes from the step size and
+  momentum its meta-training settled on.
+
+  Raises:
+    OptimizerSpecError: ``lopt`` has no nominal term (Adam, learned_optimization's).
+  """
+  if not isinstance(lopt, U.NominalLOpt) or "log_alpha" not in meta:
+    raise OptimizerSpecError(f"{name}: only unf-lopt's learned optimizers (unf, nfn, deepset, "
+                             "sgdm) have a nominal term")
+  return (U.NominalLOpt("sgdm", momentum=lopt.momentum),
+          {"log_alpha": meta["log_alpha"], "logit_g0": meta["logit_g0"]})
 
 
 def load_optimizers(names: Sequence[str], task: tasks_lib.Task) -> dict[str, tuple[Any, Any]]:

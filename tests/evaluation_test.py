@@ -139,3 +139,31 @@ def test_split_label_and_directories_whose_name_holds_an_equals_sign(tmp_path, m
   assert evaluation.optimizer_label("lr=0.1") == "lr=0.1"
   with pytest.raises(evaluation.OptimizerSpecError, match="two optimizers are called 'x'"):
     evaluation.load_optimizers(["x=adam", "x=adam"], None)
+
+
+@pytest.mark.slow
+def test_nominal_term_trains_like_the_learned_optimizer_with_beta_zero(evaluated, tmp_path):
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import unf_lopt as U  # pylint: disable=g-import-not-at-top
+  root, _ = evaluated
+  lopt, meta = U.load_checkpoint(root / "unf_run" / "optimizer")
+  # The independent reference: the whole learned optimizer, its update net still computed,
+  # with beta = exp(-inf) = 0.
+  U.save_checkpoint(tmp_path / "beta_zero", lopt, dict(meta, log_beta=jnp.float32(-jnp.inf)))
+  out = tmp_path / "nominal"
+  code = evaluate_command.main(["--task", "tiny_mlp", "--optimizers",
+                                f"nominal:{root / 'unf_run'},{tmp_path / 'beta_zero'}",
+                                "--steps", "40", "--seeds", "2", "--final-window", "10",
+                                "--out", str(out), "--quiet"])
+  assert code == 0
+  assert json.loads((out / "config.json").read_text())["labels"] == ["unf_run_nominal",
+                                                                     "beta_zero"]
+  curves = read(out / "curves.csv")
+  nominal = [float(r["train_loss"]) for r in curves if r["optimizer"] == "unf_run_nominal"]
+  zero = [float(r["train_loss"]) for r in curves if r["optimizer"] == "beta_zero"]
+  np.testing.assert_allclose(nominal, zero, rtol=1e-5)
+  full = [float(r["train_loss"]) for r in read(evaluated[1] / "curves.csv")
+          if r["optimizer"] == "unf_run" and int(r["step"]) <= 40 and int(r["seed"]) < 2]
+  assert not np.allclose(nominal, full)  # the learned term did something
+  with pytest.raises(evaluation.OptimizerSpecError, match="have a nominal term"):
+    evaluation.load_optimizers(["nominal:adam"], None)

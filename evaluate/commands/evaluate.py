@@ -26,7 +26,8 @@ def build_parser() -> cl.CommandParser:
   parser.add_argument("--optimizers", required=True,
                       help="comma-separated: run dirs, checkpoint dirs, pretrained:NAME, adam, "
                       "lo:NAME[@FILE] (learned_optimization's, e.g. lo:mlp_lopt); LABEL=ENTRY "
-                      "names its curves LABEL (default: the directory's or the pretrained name)")
+                      "names its curves LABEL (default: the directory's or the pretrained name); "
+                      "nominal:ENTRY is ENTRY's nominal SGDM term alone (its learned term off)")
   parser.add_argument("--steps", type=cl.positive_int, default=2000,
                       help="inner training steps per run")
   parser.add_argument("--seeds", type=cl.positive_int, default=5,
