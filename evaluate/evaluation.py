@@ -369,12 +369,13 @@ def evaluate_optimizers(task_name: str, optimizers: Sequence[str], steps: int, s
 def format_summary(rows: Sequence[dict[str, Any]], threshold: float,
                    final_window: int | None = None) -> str:
   """The summary as a fixed-width table, with a line that explains its columns."""
-  lines = [f"{'optimizer':22s} {'final train loss':>20s} {'test accuracy':>16s} "
+  width = max([22, *(len(row["optimizer"]) for row in rows)])
+  lines = [f"{'optimizer':{width}s} {'final train loss':>20s} {'test accuracy':>16s} "
            f"{'steps to ' + format(threshold, '.4f'):>16s}"]
   for row in rows:
     steps = "not reached" if row["steps_to_threshold"] is None else \
         f"{row['steps_to_threshold']:.0f} ({row['seeds_reaching_threshold']}/{row['seeds']})"
-    lines.append(f"{row['optimizer']:22s} {row['final_train_loss']:11.4f} +- "
+    lines.append(f"{row['optimizer']:{width}s} {row['final_train_loss']:11.4f} +- "
                  f"{row['final_train_loss_se']:.4f} {100 * row['final_test_accuracy']:9.2f}% +- "
                  f"{100 * row['final_test_accuracy_se']:.2f} {steps:>16s}")
   window = f"the last {final_window} steps" if final_window else "the last steps"
