@@ -19,7 +19,8 @@ pretrained_module = importlib.import_module("unf_lopt.pretrained")
 MLP_SHIPPED = ("unf_mlp_fmnist", "deepset_mlp_fmnist", "nfn_mlp_fmnist", "sgdm_mlp_fmnist")
 SHIPPED = (*MLP_SHIPPED, "unf_rnn_lm1b", "deepset_rnn_lm1b", "sgdm_rnn_lm1b",
            "unf_cnn_fmnist_standin", "nfn_cnn_fmnist_standin", "sgdm_cnn_fmnist_standin",
-           "unf_paper_spec_cnn_fmnist_standin", "deepset_cnn_fmnist_standin")
+           "unf_paper_spec_cnn_fmnist_standin", "deepset_cnn_fmnist_standin",
+           "unf_transformer_lm1b", "sgdm_transformer_lm1b")
 
 
 def test_exactly_the_reproduction_optimizers_are_listed_and_each_loads():
