@@ -57,8 +57,7 @@ _HELP = {
     "initial_beta": "initial output multiplier beta of the update network (authors' code: 1e-4)",
     "nfn_head_bias": "give the nfn head a bias (Table 3: the MLP row has one, the CNN row not)",
     "identity_share": "unf head: share of the initial output variance given to the identity "
-                      "term (the pointwise map a deepset head computes), in (0, 1); None: every "
-                      "basis term alike",
+                      "term (the pointwise map a deepset head computes), in (0, 1)",
     "seed": "seed of everything random", "num_devices": "devices to shard runs over (0: all)",
     "checkpoint_every": "outer steps between checkpoints",
     "log_every": "outer steps between log lines",
@@ -126,9 +125,15 @@ def _parser() -> cl.CommandParser:
   return parser
 
 
+# How --help states a default that is no value of the flag's type.
+_UNSET_DEFAULTS = {"identity_share": "none, every basis term alike"}
+
+
 def _default(field: dataclasses.Field) -> object:
   if field.default_factory is not dataclasses.MISSING:
     return field.default_factory()
+  if field.default is None:
+    return _UNSET_DEFAULTS[field.name]
   return field.default
 
 
