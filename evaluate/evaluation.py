@@ -21,7 +21,8 @@ train_loss; every step); ``test.csv`` (optimizer, seed, step, test_loss,
 test_accuracy; every ``eval_every`` steps, over the whole test split);
 ``summary.csv`` and ``summary.json``: per optimizer, the final training loss
 (mean of the last ``final_window`` steps) and final test metrics as mean and
-standard error over seeds, and the steps until the training loss (moving
+standard error over the seeds that did not diverge (a non-finite loss; their
+number is ``seeds_diverged``), and the steps until the training loss (moving
 average over ``final_window``) first reaches ``threshold`` (default: the
 highest final training loss among the optimizers), averaged over the seeds
 that reach it, with their number.
@@ -256,6 +257,8 @@ def moving_average(values: np.ndarray, window: int) -> np.ndarray:
 
 def mean_and_standard_error(values: np.ndarray) -> tuple[float, float]:
   values = np.asarray(values, np.float64)
+  if len(values) == 0:
+    return float("nan"), float("nan")
   if len(values) < 2:
     return float(values.mean()), float("nan")
   return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
@@ -270,15 +273,19 @@ def summarize(curves: dict[str, dict[str, np.ndarray]], final_window: int,
     threshold = max(finite) if finite else float("nan")
   rows = []
   for name, c in curves.items():
+    # A seed whose loss went non-finite (the run diverged; the optimizer then skips every
+    # update) is counted, and left out of the means, which it would make NaN.
+    kept = np.isfinite(finals[name]) & np.isfinite(c["test_loss"][:, -1])
     smooth = moving_average(c["train_loss"], final_window)
     reached = [int(np.argmax(s <= threshold)) + 1 if (s <= threshold).any() else None
                for s in smooth]
     hits = [r for r in reached if r is not None]
-    train_mean, train_se = mean_and_standard_error(finals[name])
-    test_mean, test_se = mean_and_standard_error(c["test_loss"][:, -1])
-    accuracy_mean, accuracy_se = mean_and_standard_error(c["test_accuracy"][:, -1])
+    train_mean, train_se = mean_and_standard_error(finals[name][kept])
+    test_mean, test_se = mean_and_standard_error(c["test_loss"][kept, -1])
+    accuracy_mean, accuracy_se = mean_and_standard_error(c["test_accuracy"][kept, -1])
     rows.append({
         "optimizer": name, "seeds": len(finals[name]),
+        "seeds_diverged": int(len(kept) - kept.sum()),
         "final_train_loss": train_mean, "final_train_loss_se": train_se,
         "final_test_loss": test_mean, "final_test_loss_se": test_se,
         "final_test_accuracy": accuracy_mean, "final_test_accuracy_se": accuracy_se,
@@ -370,17 +377,22 @@ def format_summary(rows: Sequence[dict[str, Any]], threshold: float,
                    final_window: int | None = None) -> str:
   """The summary as a fixed-width table, with a line that explains its columns."""
   width = max([22, *(len(row["optimizer"]) for row in rows)])
+  any_diverged = any(row.get("seeds_diverged", 0) for row in rows)
   lines = [f"{'optimizer':{width}s} {'final train loss':>20s} {'test accuracy':>16s} "
-           f"{'steps to ' + format(threshold, '.4f'):>16s}"]
+           f"{'steps to ' + format(threshold, '.4f'):>16s}"
+           + (f" {'diverged':>9s}" if any_diverged else "")]
   for row in rows:
     steps = "not reached" if row["steps_to_threshold"] is None else \
         f"{row['steps_to_threshold']:.0f} ({row['seeds_reaching_threshold']}/{row['seeds']})"
+    diverged = f" {row.get('seeds_diverged', 0):>5d}/{row['seeds']:<3d}" if any_diverged else ""
     lines.append(f"{row['optimizer']:{width}s} {row['final_train_loss']:11.4f} +- "
                  f"{row['final_train_loss_se']:.4f} {100 * row['final_test_accuracy']:9.2f}% +- "
-                 f"{100 * row['final_test_accuracy_se']:.2f} {steps:>16s}")
+                 f"{100 * row['final_test_accuracy_se']:.2f} {steps:>16s}{diverged}")
   window = f"the last {final_window} steps" if final_window else "the last steps"
   lines.append(
       f"(final train loss: mean over {window}, +- standard error over seeds; test accuracy at "
       f"the end; steps to {threshold:.4f}: first step where the smoothed training loss reaches "
-      "it, averaged over the seeds that do, (k/n) = k of n seeds reach it)")
+      "it, averaged over the seeds that do, (k/n) = k of n seeds reach it"
+      + ("; diverged: seeds whose loss went non-finite, left out of the means)"
+         if any_diverged else ")"))
   return "\n".join(lines)

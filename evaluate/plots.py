@@ -3,7 +3,8 @@
 The ``unf-plot`` command (`unf_lopt.evaluate.commands.plot`) draws them.
 Each panel shows, per optimizer, the mean training loss over seeds with a
 shaded standard-error band, on a log scale, smoothed by a trailing moving
-average (``smooth``, steps). `plot_evaluations` puts one panel per
+average (``smooth``, steps); seeds whose loss went non-finite are left out and
+counted in the legend. `plot_evaluations` puts one panel per
 evaluation directory (one per task); `plot_meta_training` plots meta-loss
 against outer step.
 """
@@ -86,6 +87,11 @@ def _pyplot():
 
 
 def _band(axis, x, runs: np.ndarray, label: str, smooth: int, color: str | None = None) -> None:
+  # Seeds that diverged (a non-finite loss) are left out, as in the summary tables.
+  finite = np.isfinite(runs).all(axis=1)
+  if finite.any() and not finite.all():
+    runs = runs[finite]
+    label = f"{label} ({int((~finite).sum())} diverged)"
   smoothed = moving_average(runs, smooth) if smooth > 1 else runs
   mean = smoothed.mean(axis=0)
   error = smoothed.std(axis=0, ddof=1) / np.sqrt(len(runs)) if len(runs) > 1 else 0 * mean

@@ -167,3 +167,46 @@ def test_nominal_term_trains_like_the_learned_optimizer_with_beta_zero(evaluated
   assert not np.allclose(nominal, full)  # the learned term did something
   with pytest.raises(evaluation.OptimizerSpecError, match="have a nominal term"):
     evaluation.load_optimizers(["nominal:adam"], None)
+
+
+def test_a_diverged_seed_is_counted_and_left_out_of_the_means():
+  rng = np.random.default_rng(0)
+  train = rng.uniform(1.0, 2.0, size=(4, 30))
+  train[2, 12:] = np.nan  # seed 2 diverged at step 13
+  train[3, 25:] = np.inf  # seed 3 at step 26
+  curves = {"diverging": {"train_loss": train, "test_step": np.asarray([0, 30]),
+                          "test_loss": rng.uniform(1.0, 2.0, size=(4, 2)),
+                          "test_accuracy": rng.uniform(0.2, 0.9, size=(4, 2))},
+            "steady": {"train_loss": rng.uniform(1.0, 2.0, size=(4, 30)),
+                       "test_step": np.asarray([0, 30]),
+                       "test_loss": rng.uniform(1.0, 2.0, size=(4, 2)),
+                       "test_accuracy": rng.uniform(0.2, 0.9, size=(4, 2))}}
+  rows, threshold = evaluation.summarize(curves, final_window=5, threshold=None)
+  diverging, steady = rows
+  assert (diverging["seeds_diverged"], steady["seeds_diverged"]) == (2, 0)
+  finals = [train[seed, -5:].mean() for seed in (0, 1)]
+  assert diverging["final_train_loss"] == pytest.approx(np.mean(finals))
+  assert diverging["final_train_loss_se"] == pytest.approx(np.std(finals, ddof=1) / math.sqrt(2))
+  accuracy = curves["diverging"]["test_accuracy"][:2, -1]
+  assert diverging["final_test_accuracy"] == pytest.approx(accuracy.mean())
+  assert np.isfinite(threshold)
+  text = evaluation.format_summary(rows, threshold, 5)
+  assert "diverged" in text.splitlines()[0] and "2/4" in text.splitlines()[1]
+  every_seed = {"all": dict(curves["diverging"], train_loss=np.full((2, 30), np.nan),
+                            test_loss=np.full((2, 2), np.nan),
+                            test_accuracy=np.full((2, 2), 0.1))}
+  (row,), _ = evaluation.summarize(every_seed, final_window=5, threshold=1.0)
+  assert row["seeds_diverged"] == 2 and math.isnan(row["final_train_loss"])
+
+
+def test_plots_leave_a_diverged_seed_out_and_say_so():
+  pytest.importorskip("matplotlib")
+  from unf_lopt.evaluate import plots  # pylint: disable=g-import-not-at-top
+  pyplot = plots._pyplot()  # pylint: disable=protected-access
+  figure, axis = pyplot.subplots()
+  runs = np.asarray([[2.0, 1.0, 0.5], [4.0, 2.0, 1.0], [3.0, np.nan, np.nan]])
+  plots._band(axis, np.arange(3), runs, "deepset", smooth=1)  # pylint: disable=protected-access
+  (line,) = axis.get_lines()
+  assert line.get_label() == "deepset (1 diverged)"
+  np.testing.assert_allclose(line.get_ydata(), [3.0, 1.5, 0.75])
+  pyplot.close(figure)

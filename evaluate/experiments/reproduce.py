@@ -210,9 +210,11 @@ def results_table(protocol: Protocol, eval_root: pathlib.Path) -> str:
   for row in rows:
     steps = "not reached" if row["steps_to_threshold"] is None else (
         f"{row['steps_to_threshold']:.0f} ({row['seeds_reaching_threshold']}/{row['seeds']})")
+    diverged = row.get("seeds_diverged", 0)
+    note = f" ({diverged} of {row['seeds']} seeds diverged, left out)" if diverged else ""
     lines.append(
         f"| {row['optimizer']} | {row['spec']} | "
-        f"{_format_loss(row['final_train_loss'], row['final_train_loss_se'])} | "
+        f"{_format_loss(row['final_train_loss'], row['final_train_loss_se'])}{note} | "
         f"{_format_loss(row['final_test_loss'], row['final_test_loss_se'])} | "
         f"{100 * row['final_test_accuracy']:.2f}% | {steps} |")
   return "\n".join(lines)
