@@ -73,7 +73,7 @@ def test_backend_option_leaves_existing_run_fingerprints_alone():
   config = MetaTrainConfig(task="tiny_mlp", update_net="deepset")
   # The fingerprint as computed before the option (and the optimizer options after it) existed.
   later = ("backend", "task_options", "momentum", "feature_normalization", "initial_beta",
-           "nfn_head_bias")
+           "nfn_head_bias", "identity_share")
   identity = {k: v for k, v in config.to_dict().items()
               if k not in RESUMABLE_KEYS and k not in later}
   before = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
