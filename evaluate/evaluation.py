@@ -268,14 +268,17 @@ def summarize(curves: dict[str, dict[str, np.ndarray]], final_window: int,
               threshold: float | None) -> tuple[list[dict[str, Any]], float]:
   """The summary rows (see the module docstring) and the threshold used."""
   finals = {name: c["train_loss"][:, -final_window:].mean(axis=1) for name, c in curves.items()}
-  finite = [float(f.mean()) for f in finals.values() if np.isfinite(f.mean())]
+  # A seed whose loss went non-finite (the run diverged; the optimizer then skips every
+  # update) is counted, and left out of the means (and so of the default threshold), which it
+  # would make NaN.
+  kept_of = {name: np.isfinite(finals[name]) & np.isfinite(c["test_loss"][:, -1])
+             for name, c in curves.items()}
+  finite = [float(finals[name][kept].mean()) for name, kept in kept_of.items() if kept.any()]
   if threshold is None:
     threshold = max(finite) if finite else float("nan")
   rows = []
   for name, c in curves.items():
-    # A seed whose loss went non-finite (the run diverged; the optimizer then skips every
-    # update) is counted, and left out of the means, which it would make NaN.
-    kept = np.isfinite(finals[name]) & np.isfinite(c["test_loss"][:, -1])
+    kept = kept_of[name]
     smooth = moving_average(c["train_loss"], final_window)
     reached = [int(np.argmax(s <= threshold)) + 1 if (s <= threshold).any() else None
                for s in smooth]
