@@ -26,7 +26,8 @@ from typing import NoReturn
 
 from unf_lopt.meta_train import checkpoints, distributed
 from unf_lopt.meta_train.backends import make_trainer
-from unf_lopt.meta_train.config import BACKENDS, UPDATE_NETS, MetaTrainConfig
+from unf_lopt.meta_train.config import (BACKENDS, OPTIONAL_TYPE_SUFFIX, UPDATE_NETS,
+                                        MetaTrainConfig)
 from unf_lopt.meta_train.outer_loop import NonFiniteMetaParamsError, TrainingInterrupted
 from unf_lopt.spec import SpecError
 from unf_lopt.tasks import command_line as cl
@@ -115,10 +116,11 @@ def _parser() -> cl.CommandParser:
                           action=argparse.BooleanOptionalAction, default=None,
                           help=f"{_HELP.get(field.name, '')} (default: {_default(field)})")
       continue
+    value_type = field.type.removesuffix(OPTIONAL_TYPE_SUFFIX)
     parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=field.type
                         if field.type in (int, float, str) else
                         {"int": int, "float": float, "str": str,
-                         "dict": cl.json_object}[field.type.removesuffix(" | None")],
+                         "dict": cl.json_object}[value_type],
                         default=None, help=f"{_HELP.get(field.name, '')} (default: "
                         f"{_default(field)})")
   cl.add_list_tasks_flag(parser)

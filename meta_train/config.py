@@ -33,7 +33,8 @@ LATER_DEFAULTS = {"backend": "unf_lopt", "task_options": {}, "momentum": "accumu
 MAX_NONFINITE_UPDATES = 10
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "dict": dict}
-_OPTIONAL = " | None"
+# The annotation suffix of a setting that may be None (its flag is then not required).
+OPTIONAL_TYPE_SUFFIX = " | None"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,9 +116,9 @@ class MetaTrainConfig:
   def _check_types(self) -> None:
     for field in dataclasses.fields(self):
       value = getattr(self, field.name)
-      if field.type.endswith(_OPTIONAL) and value is None:
+      if field.type.endswith(OPTIONAL_TYPE_SUFFIX) and value is None:
         continue
-      expected = _TYPES[field.type.removesuffix(_OPTIONAL)]
+      expected = _TYPES[field.type.removesuffix(OPTIONAL_TYPE_SUFFIX)]
       if expected is float and isinstance(value, int) and not isinstance(value, bool):
         object.__setattr__(self, field.name, float(value))  # 1 for 1.0, as JSON writes it
         continue
